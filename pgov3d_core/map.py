@@ -1,0 +1,397 @@
+"""`VoxelMap`: the accumulating sparse voxel map of the online node.
+
+Per voxel it stores the packed voxel key, the running mean of its points (float32 xyz), the
+running mean colour (float32 rgb), the observation count, the index of the frame that last
+observed it and a "changed since the last network pass" flag — 41 bytes — plus, once a network
+pass has run, an fp16 feature vector.
+
+Storage is slot-ordered (append-only, compacted on eviction) with a separate sorted key index
+(`_sorted_keys` → `_sorted_slots`), so integrating a frame costs one unique over the frame's
+points, one binary search of its voxels in the index and an O(N) merge only when new voxels
+appear.
+
+Eviction rule: when the map would exceed `max_voxels`, the least recently observed voxels
+(oldest `last_seen`, ties broken by fewer observations) are dropped until the map holds
+`(1 - evict_fraction) * max_voxels`, so eviction runs rarely rather than on every frame once the
+cap is reached. The frame just integrated is never evicted unless it alone exceeds the cap.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from pgov3d_core.data.frame import Frame, FrameError
+from pgov3d_core.geometry import backproject, pack_keys, voxel_coords
+
+log = logging.getLogger(__name__)
+
+MAP_FORMAT_VERSION = 1
+
+
+@dataclass
+class IntegrateStats:
+    points: int
+    voxels_touched: int
+    voxels_new: int
+    voxels_evicted: int
+
+
+@dataclass
+class QueryResult:
+    """labels: (N,) int64 index of the best text per voxel, -1 when below min_score or when the
+    voxel has no feature yet; scores: (N,) float32 best cosine similarity (NaN without feature);
+    best_scores: (Q,) float32 highest score of each text over the map (-inf if none)."""
+
+    labels: torch.Tensor
+    scores: torch.Tensor
+    best_scores: torch.Tensor
+
+
+class VoxelMap:
+    def __init__(
+        self,
+        voxel_size: float = 0.02,
+        max_voxels: int = 2_000_000,
+        max_depth: float | None = None,
+        stride: int = 1,
+        evict_fraction: float = 0.05,
+        device: str | torch.device = "cpu",
+    ):
+        if voxel_size <= 0:
+            raise ValueError(f"voxel_size must be positive, got {voxel_size}")
+        if max_voxels <= 0:
+            raise ValueError(f"max_voxels must be positive, got {max_voxels}")
+        if not 0.0 < evict_fraction < 1.0:
+            raise ValueError(f"evict_fraction must be in (0, 1), got {evict_fraction}")
+        self.voxel_size = float(voxel_size)
+        self.max_voxels = int(max_voxels)
+        self.max_depth = max_depth
+        self.stride = int(stride)
+        self.evict_fraction = float(evict_fraction)
+        self.device = torch.device(device)
+        self.frames_integrated = 0
+        self.clear()
+
+    # ------------------------------------------------------------------ state
+
+    def clear(self) -> None:
+        """Drop every voxel and feature (settings are kept)."""
+        dev = self.device
+        self._n = 0
+        self._keys = torch.empty(0, dtype=torch.int64, device=dev)
+        self._position = torch.empty((0, 3), dtype=torch.float32, device=dev)
+        self._color = torch.empty((0, 3), dtype=torch.float32, device=dev)
+        self._count = torch.empty(0, dtype=torch.int32, device=dev)
+        self._last_seen = torch.empty(0, dtype=torch.int32, device=dev)
+        self._changed = torch.empty(0, dtype=torch.bool, device=dev)
+        self._features: torch.Tensor | None = None  # (capacity, D) fp16
+        self._has_feature = torch.empty(0, dtype=torch.bool, device=dev)
+        self._sorted_keys = torch.empty(0, dtype=torch.int64, device=dev)
+        self._sorted_slots = torch.empty(0, dtype=torch.int64, device=dev)
+        self.frames_integrated = 0
+
+    def __len__(self) -> int:
+        return self._n
+
+    @property
+    def capacity(self) -> int:
+        return int(self._keys.shape[0])
+
+    def keys(self) -> torch.Tensor:
+        return self._keys[: self._n]
+
+    def points(self) -> torch.Tensor:
+        """(N, 3) float32 mean position of the points that fell in each voxel."""
+        return self._position[: self._n]
+
+    def colors(self) -> torch.Tensor:
+        """(N, 3) uint8 mean colour."""
+        return self._color[: self._n].round().clamp(0, 255).to(torch.uint8)
+
+    def counts(self) -> torch.Tensor:
+        return self._count[: self._n]
+
+    def last_seen(self) -> torch.Tensor:
+        return self._last_seen[: self._n]
+
+    @property
+    def feature_dim(self) -> int | None:
+        return None if self._features is None else int(self._features.shape[1])
+
+    @property
+    def features(self) -> torch.Tensor | None:
+        """(N, D) fp16 per-voxel features (rows without a feature are zero), or None."""
+        return None if self._features is None else self._features[: self._n]
+
+    def has_feature(self) -> torch.Tensor:
+        return self._has_feature[: self._n]
+
+    def changed(self) -> torch.Tensor:
+        """(N,) bool: voxels integrated since their feature was last set."""
+        return self._changed[: self._n]
+
+    def bytes_per_voxel(self, include_features: bool = False) -> float:
+        per = (
+            self._keys.element_size()
+            + 3 * self._position.element_size()
+            + 3 * self._color.element_size()
+            + self._count.element_size()
+            + self._last_seen.element_size()
+            + self._changed.element_size()
+            + 2 * self._sorted_keys.element_size()  # the sorted index: key + slot
+        )
+        if include_features and self._features is not None:
+            per += self._features.shape[1] * self._features.element_size() + 1
+        return float(per)
+
+    # ------------------------------------------------------------------ integration
+
+    def integrate(self, frame: Frame) -> IntegrateStats:
+        """Add a posed RGB-D frame. Raises FrameError (map unchanged) for an unusable frame."""
+        frame.validate()
+        depth = torch.from_numpy(np.ascontiguousarray(frame.depth, dtype=np.float32)).to(self.device)
+        points, pixel_index = backproject(depth, frame.K, frame.pose, self.stride, max_depth=self.max_depth)
+        if points.shape[0] == 0:
+            raise FrameError(f"frame {frame.frame_id!r}: no valid depth pixels")
+        color = torch.from_numpy(np.ascontiguousarray(frame.color)).to(self.device).reshape(-1, 3)
+        colors = color[pixel_index].to(torch.float32)
+        return self._integrate_points(points, colors)
+
+    def _integrate_points(self, points: torch.Tensor, colors: torch.Tensor) -> IntegrateStats:
+        keys = pack_keys(voxel_coords(points, self.voxel_size))
+        uniq, inverse, counts = torch.unique(keys, return_inverse=True, return_counts=True)
+        m = uniq.shape[0]
+        pos_sum = torch.zeros((m, 3), dtype=torch.float32, device=self.device).index_add_(0, inverse, points)
+        col_sum = torch.zeros((m, 3), dtype=torch.float32, device=self.device).index_add_(0, inverse, colors)
+
+        slots, is_new = self._lookup(uniq)
+        n_new = int(is_new.sum())
+        if n_new:
+            new_keys = uniq[is_new]
+            first = self._n
+            self._reserve(first + n_new)
+            new_slots = torch.arange(first, first + n_new, device=self.device)
+            slots[is_new] = new_slots
+            self._keys[new_slots] = new_keys
+            self._count[new_slots] = 0
+            self._position[new_slots] = 0
+            self._color[new_slots] = 0
+            self._has_feature[new_slots] = False
+            if self._features is not None:
+                self._features[new_slots] = 0
+            self._n = first + n_new
+            self._index_insert(new_keys, new_slots)
+
+        old = self._count[slots].to(torch.float32)
+        total = old + counts.to(torch.float32)
+        self._position[slots] = (self._position[slots] * old[:, None] + pos_sum) / total[:, None]
+        self._color[slots] = (self._color[slots] * old[:, None] + col_sum) / total[:, None]
+        self._count[slots] = (self._count[slots].to(torch.int64) + counts).clamp(max=2**31 - 1).to(torch.int32)
+        self.frames_integrated += 1
+        self._last_seen[slots] = self.frames_integrated
+        self._changed[slots] = True
+
+        evicted = 0
+        if self._n > self.max_voxels:
+            evicted = self._evict(int(self.max_voxels * (1.0 - self.evict_fraction)))
+        return IntegrateStats(int(points.shape[0]), m, n_new, evicted)
+
+    def _lookup(self, sorted_query_keys: torch.Tensor):
+        """Slots of keys already in the map, and a mask of the ones that are new."""
+        slots = torch.full_like(sorted_query_keys, -1)
+        if self._n == 0:
+            return slots, torch.ones_like(sorted_query_keys, dtype=torch.bool)
+        pos = torch.searchsorted(self._sorted_keys, sorted_query_keys).clamp(max=self._n - 1)
+        found = self._sorted_keys[pos] == sorted_query_keys
+        slots[found] = self._sorted_slots[pos[found]]
+        return slots, ~found
+
+    def _index_insert(self, new_keys: torch.Tensor, new_slots: torch.Tensor) -> None:
+        """Merge sorted new keys into the sorted index in O(N) without re-sorting."""
+        old_n = self._sorted_keys.shape[0]
+        n_new = new_keys.shape[0]
+        where = torch.searchsorted(self._sorted_keys, new_keys) + torch.arange(n_new, device=self.device)
+        keep = torch.ones(old_n + n_new, dtype=torch.bool, device=self.device)
+        keep[where] = False
+        merged_keys = torch.empty(old_n + n_new, dtype=torch.int64, device=self.device)
+        merged_slots = torch.empty_like(merged_keys)
+        merged_keys[keep] = self._sorted_keys
+        merged_slots[keep] = self._sorted_slots
+        merged_keys[where] = new_keys
+        merged_slots[where] = new_slots
+        self._sorted_keys, self._sorted_slots = merged_keys, merged_slots
+
+    def _reserve(self, needed: int) -> None:
+        if needed <= self.capacity:
+            return
+        # Geometric growth, but never far beyond the cap: memory stays flat once it is reached.
+        new_cap = max(needed, min(int(self.capacity * 1.5) + 1024, self.max_voxels + needed - self._n))
+
+        def grow(t: torch.Tensor) -> torch.Tensor:
+            out = torch.zeros((new_cap, *t.shape[1:]), dtype=t.dtype, device=t.device)
+            out[: self._n] = t[: self._n]
+            return out
+
+        self._keys = grow(self._keys)
+        self._position = grow(self._position)
+        self._color = grow(self._color)
+        self._count = grow(self._count)
+        self._last_seen = grow(self._last_seen)
+        self._changed = grow(self._changed)
+        self._has_feature = grow(self._has_feature)
+        if self._features is not None:
+            self._features = grow(self._features)
+
+    def _evict(self, target: int) -> int:
+        n = self._n
+        n_drop = n - target
+        # Oldest last_seen first; among equals, fewest observations first.
+        order = torch.from_numpy(
+            np.lexsort((self._count[:n].cpu().numpy(), self._last_seen[:n].cpu().numpy()))
+        ).to(self.device)
+        keep = torch.ones(n, dtype=torch.bool, device=self.device)
+        keep[order[:n_drop]] = False
+        self._compact(keep)
+        log.debug("evicted %d voxels (map at %d, cap %d)", n_drop, target, self.max_voxels)
+        return n_drop
+
+    def _compact(self, keep: torch.Tensor) -> None:
+        n = self._n
+        new_slot = torch.cumsum(keep, 0) - 1
+        kept = int(keep.sum())
+        for name in ("_keys", "_position", "_color", "_count", "_last_seen", "_changed", "_has_feature"):
+            t = getattr(self, name)
+            t[:kept] = t[:n][keep]
+        if self._features is not None:
+            self._features[:kept] = self._features[:n][keep]
+        index_keep = keep[self._sorted_slots]
+        self._sorted_keys = self._sorted_keys[index_keep]
+        self._sorted_slots = new_slot[self._sorted_slots[index_keep]]
+        self._n = kept
+
+    # ------------------------------------------------------------------ features and query
+
+    def set_features(self, slots: torch.Tensor, features: torch.Tensor) -> None:
+        """Store network features (L2-normalised here) for voxel rows `slots`, in place (fp16)."""
+        slots = torch.as_tensor(slots, dtype=torch.int64, device=self.device)
+        features = torch.as_tensor(features, device=self.device)
+        if features.ndim != 2 or features.shape[0] != slots.shape[0]:
+            raise ValueError(f"features must be ({slots.shape[0]}, D), got {tuple(features.shape)}")
+        if slots.numel() and (slots.min() < 0 or slots.max() >= self._n):
+            raise IndexError(f"voxel rows out of range [0, {self._n})")
+        if self._features is None:
+            self._features = torch.zeros((self.capacity, features.shape[1]), dtype=torch.float16, device=self.device)
+        elif features.shape[1] != self._features.shape[1]:
+            raise ValueError(f"feature dim {features.shape[1]} != map's {self._features.shape[1]}")
+        normed = torch.nn.functional.normalize(features.to(torch.float32), dim=1)
+        self._features[slots] = normed.to(torch.float16)
+        self._has_feature[slots] = True
+        self._changed[slots] = False
+
+    def query(self, text_embeddings, min_score: float = 0.0, chunk: int = 65536) -> QueryResult:
+        """Cosine similarity of every voxel feature with each text embedding (Q, D); per voxel the
+        argmax text and its score; label -1 below `min_score` or without a feature."""
+        text = torch.as_tensor(text_embeddings, dtype=torch.float32, device=self.device)
+        if text.ndim == 1:
+            text = text[None]
+        if text.ndim != 2 or text.shape[0] == 0:
+            raise ValueError(f"text embeddings must be (Q, D) with Q ≥ 1, got {tuple(text.shape)}")
+        if self._features is None:
+            raise ValueError("the map has no features yet (the 3D network has not run)")
+        if text.shape[1] != self._features.shape[1]:
+            raise ValueError(f"text embedding dim {text.shape[1]} != feature dim {self._features.shape[1]}")
+        text = torch.nn.functional.normalize(text, dim=1)
+        n = self._n
+        scores = torch.empty(n, dtype=torch.float32, device=self.device)
+        labels = torch.empty(n, dtype=torch.int64, device=self.device)
+        best = torch.full((text.shape[0],), float("-inf"), device=self.device)
+        text_half = text.to(torch.float16) if self.device.type == "cuda" else text
+        has = self._has_feature[:n]
+        for start in range(0, n, chunk):
+            feats = self._features[start : min(n, start + chunk)]
+            sim = (feats @ text_half.T if feats.is_cuda else feats.to(torch.float32) @ text.T).to(torch.float32)
+            sim[~has[start : start + feats.shape[0]]] = float("-inf")
+            s, lab = sim.max(dim=1)
+            scores[start : start + feats.shape[0]] = s
+            labels[start : start + feats.shape[0]] = lab
+            best = torch.maximum(best, sim.max(dim=0).values)
+        labels[(scores < min_score) | ~has] = -1
+        scores[~has] = float("nan")
+        return QueryResult(labels, scores, best)
+
+    # ------------------------------------------------------------------ persistence
+
+    def state_dict(self) -> dict[str, np.ndarray]:
+        n = self._n
+        state = {
+            "format_version": np.array(MAP_FORMAT_VERSION),
+            "voxel_size": np.array(self.voxel_size),
+            "max_voxels": np.array(self.max_voxels),
+            "frames_integrated": np.array(self.frames_integrated),
+            "keys": self._keys[:n].cpu().numpy(),
+            "position": self._position[:n].cpu().numpy(),
+            "color": self._color[:n].cpu().numpy(),
+            "count": self._count[:n].cpu().numpy(),
+            "last_seen": self._last_seen[:n].cpu().numpy(),
+            "changed": self._changed[:n].cpu().numpy(),
+            "has_feature": self._has_feature[:n].cpu().numpy(),
+        }
+        if self._features is not None:
+            state["features"] = self._features[:n].cpu().numpy()
+        return state
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write the map to an .npz file atomically (a crash never leaves a half-written map)."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                np.savez(f, **self.state_dict())
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        return path
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, device: str | torch.device = "cpu", **overrides) -> VoxelMap:
+        """Read a map written by `save` (no pickle: allow_pickle=False)."""
+        path = Path(path)
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                state = {k: z[k] for k in z.files}
+        except (OSError, ValueError, EOFError) as exc:
+            raise ValueError(f"{path}: not a readable pgov3d map file ({exc})") from None
+        version = int(state.get("format_version", -1))
+        if version != MAP_FORMAT_VERSION:
+            raise ValueError(f"{path}: map format version {version}, expected {MAP_FORMAT_VERSION}")
+        kwargs = {"voxel_size": float(state["voxel_size"]), "max_voxels": int(state["max_voxels"])}
+        kwargs.update(overrides)
+        vmap = cls(device=device, **kwargs)
+        n = state["keys"].shape[0]
+        vmap._reserve(n)
+        dev = vmap.device
+        vmap._keys[:n] = torch.from_numpy(state["keys"]).to(dev)
+        vmap._position[:n] = torch.from_numpy(state["position"]).to(dev)
+        vmap._color[:n] = torch.from_numpy(state["color"]).to(dev)
+        vmap._count[:n] = torch.from_numpy(state["count"]).to(dev)
+        vmap._last_seen[:n] = torch.from_numpy(state["last_seen"]).to(dev)
+        vmap._changed[:n] = torch.from_numpy(state["changed"]).to(dev)
+        vmap._has_feature[:n] = torch.from_numpy(state["has_feature"]).to(dev)
+        if "features" in state:
+            vmap._features = torch.zeros((vmap.capacity, state["features"].shape[1]), dtype=torch.float16, device=dev)
+            vmap._features[:n] = torch.from_numpy(state["features"]).to(dev)
+        vmap._n = n
+        order = torch.argsort(vmap._keys[:n])
+        vmap._sorted_keys = vmap._keys[:n][order].clone()
+        vmap._sorted_slots = order
+        vmap.frames_integrated = int(state["frames_integrated"])
+        return vmap

@@ -1,0 +1,34 @@
+"""ament_python package `pgov3d_ros`: the ROS 2 nodes plus the ROS-free core library.
+
+`ros2 run` and launch_ros look for executables in `lib/pgov3d_ros` (set in setup.cfg);
+launch/, config/ and rviz/ are installed to `share/pgov3d_ros` for `get_package_share_directory`.
+"""
+from glob import glob
+
+from setuptools import find_packages, setup
+
+PACKAGE = "pgov3d_ros"
+
+setup(
+    name=PACKAGE,
+    version="0.1.0",
+    packages=find_packages(include=["pgov3d_core", "pgov3d_core.*", "pgov3d_ros", "pgov3d_ros.*"]),
+    data_files=[
+        ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
+        (f"share/{PACKAGE}", ["package.xml"]),
+        (f"share/{PACKAGE}/launch", glob("launch/*.launch.py")),
+        (f"share/{PACKAGE}/config", glob("config/*.yaml")),
+        (f"share/{PACKAGE}/rviz", glob("rviz/*.rviz")),
+    ],
+    install_requires=["setuptools"],
+    zip_safe=False,
+    maintainer="pgov3d maintainers",
+    maintainer_email="maintainers@pgov3d.invalid",
+    description="Open-vocabulary 3D semantic mapping (PGOV3D) for ROS 2",
+    license="Apache-2.0",
+    entry_points={
+        "console_scripts": [
+            "mapping_node = pgov3d_ros.mapping_node:main",
+        ],
+    },
+)
