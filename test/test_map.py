@@ -1,0 +1,125 @@
+import numpy as np
+import pytest
+import torch
+
+from pgov3d_core.data.frame import Frame, FrameError
+from pgov3d_core.geometry import pack_keys, voxel_coords
+from pgov3d_core.map import VoxelMap
+
+K = np.array([[40.0, 0.0, 23.5], [0.0, 40.0, 17.5], [0.0, 0.0, 1.0]])
+
+
+def plane_frame(z=2.0, x_offset=0.0, color=(200, 100, 50), h=36, w=48, frame_id="f"):
+    """A camera looking at a fronto-parallel wall at depth z, shifted along x."""
+    pose = np.eye(4)
+    pose[0, 3] = x_offset
+    rgb = np.zeros((h, w, 3), np.uint8)
+    rgb[:] = color
+    return Frame(rgb, np.full((h, w), z, np.float32), K, pose, frame_id=frame_id)
+
+
+def test_integrate_accumulates_counts_colour_and_positions():
+    vmap = VoxelMap(voxel_size=0.05)
+    stats = vmap.integrate(plane_frame(color=(200, 100, 50)))
+    n = len(vmap)
+    assert stats.voxels_new == n == stats.voxels_touched and stats.points == 36 * 48
+    assert int(vmap.counts().sum()) == 36 * 48
+    stats2 = vmap.integrate(plane_frame(color=(100, 100, 150)))
+    assert stats2.voxels_new == 0 and len(vmap) == n
+    assert torch.equal(vmap.colors(), torch.tensor([[150, 100, 100]], dtype=torch.uint8).expand(n, 3))
+    assert int(vmap.counts().sum()) == 2 * 36 * 48
+    # Voxel positions are the mean of their points: all on the plane z = 2.
+    assert torch.allclose(vmap.points()[:, 2], torch.full((n,), 2.0))
+    keys = pack_keys(voxel_coords(vmap.points(), 0.05))
+    assert torch.equal(keys, vmap.keys())
+
+
+def test_integrate_new_region_extends_map_and_index_stays_sorted():
+    vmap = VoxelMap(voxel_size=0.05)
+    vmap.integrate(plane_frame(x_offset=0.0))
+    n0 = len(vmap)
+    stats = vmap.integrate(plane_frame(x_offset=1.0))
+    assert 0 < stats.voxels_new < stats.voxels_touched and len(vmap) == n0 + stats.voxels_new
+    assert bool((vmap._sorted_keys[1:] > vmap._sorted_keys[:-1]).all())
+    assert torch.equal(vmap.keys()[vmap._sorted_slots], vmap._sorted_keys)
+
+
+def test_bad_frames_are_rejected_and_leave_map_unchanged():
+    vmap = VoxelMap(voxel_size=0.05)
+    vmap.integrate(plane_frame())
+    before = vmap.state_dict()
+    bad_size = plane_frame()
+    bad_size.color = bad_size.color[:-1]
+    invalid_depth = plane_frame()
+    invalid_depth.depth[:] = np.nan
+    bad_pose = plane_frame()
+    bad_pose.pose[0, 0] = 3.0
+    nan_pose = plane_frame()
+    nan_pose.pose[1, 3] = np.nan
+    for frame, msg in ((bad_size, "does not match"), (invalid_depth, "no valid depth"),
+                       (bad_pose, "orthonormal"), (nan_pose, "NaN")):
+        with pytest.raises(FrameError, match=msg):
+            vmap.integrate(frame)
+    after = vmap.state_dict()
+    assert before.keys() == after.keys() and all(np.array_equal(before[k], after[k]) for k in before)
+
+
+def test_cap_evicts_least_recently_seen_and_memory_stays_flat():
+    vmap = VoxelMap(voxel_size=0.05, max_voxels=2000, evict_fraction=0.1)
+    capacities = []
+    for i in range(300):
+        vmap.integrate(plane_frame(x_offset=0.5 * i, h=24, w=32, frame_id=str(i)))
+        assert len(vmap) <= 2000
+        capacities.append(vmap.capacity)
+    assert capacities[-1] == capacities[100]  # no growth once the cap is reached
+    # The newest frame is always fully present; the oldest areas are gone.
+    assert float(vmap.points()[:, 0].max()) > 0.5 * 299
+    assert int(vmap.last_seen().min()) > 250
+    assert bool((vmap._sorted_keys[1:] > vmap._sorted_keys[:-1]).all())
+    assert torch.equal(vmap.keys()[vmap._sorted_slots], vmap._sorted_keys)
+
+
+def test_features_query_and_min_score():
+    vmap = VoxelMap(voxel_size=0.05)
+    vmap.integrate(plane_frame())
+    n = len(vmap)
+    with pytest.raises(ValueError, match="no features"):
+        vmap.query(torch.ones(1, 4))
+    feats = torch.zeros(n, 4)
+    feats[: n // 2, 0] = 1.0  # first half looks like text 0
+    feats[n // 2 :, 1] = 1.0
+    feats[n // 2 :, 2] = 0.2
+    vmap.set_features(torch.arange(n - 1), feats[: n - 1])  # last voxel has no feature
+    assert not bool(vmap.changed()[: n - 1].any()) and bool(vmap.changed()[n - 1])
+    text = torch.eye(4)[:2] * 3.0  # unnormalised on purpose
+    res = vmap.query(text, min_score=0.5)
+    assert res.labels[: n // 2].eq(0).all() and res.labels[n // 2 : n - 1].eq(1).all()
+    assert int(res.labels[n - 1]) == -1 and torch.isnan(res.scores[n - 1])
+    np.testing.assert_allclose(res.scores[n // 2 : n - 1].numpy(), 1 / np.sqrt(1.04), rtol=1e-3)
+    np.testing.assert_allclose(res.best_scores.numpy(), [1.0, 1 / np.sqrt(1.04)], rtol=1e-3)
+    strict = vmap.query(text, min_score=0.99)
+    assert strict.labels[n // 2 :].eq(-1).all() and strict.labels[: n // 2].eq(0).all()
+    with pytest.raises(ValueError, match="dim"):
+        vmap.query(torch.ones(1, 3))
+
+
+def test_save_load_round_trip_exact(tmp_path):
+    vmap = VoxelMap(voxel_size=0.05, max_voxels=10_000)
+    vmap.integrate(plane_frame())
+    vmap.integrate(plane_frame(x_offset=0.7, color=(1, 2, 3)))
+    vmap.set_features(torch.arange(len(vmap)), torch.randn(len(vmap), 8))
+    path = vmap.save(tmp_path / "map.npz")
+    loaded = VoxelMap.load(path)
+    a, b = vmap.state_dict(), loaded.state_dict()
+    assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
+    assert loaded.voxel_size == 0.05 and loaded.max_voxels == 10_000
+    # The loaded map keeps integrating into the same voxels.
+    stats = loaded.integrate(plane_frame())
+    assert stats.voxels_new == 0
+
+
+def test_load_rejects_corrupt_file(tmp_path):
+    bad = tmp_path / "map.npz"
+    bad.write_bytes(b"not a zip file")
+    with pytest.raises(ValueError, match="not a readable pgov3d map"):
+        VoxelMap.load(bad)
