@@ -1,31 +1,72 @@
 """`pgov3d_mapping`: the online open-vocabulary mapping node.
 
-Thin ROS adapter around `pgov3d_core.map.VoxelMap`: parameters come from config/mapping.yaml,
-services answer from the map. No mapping logic lives here.
+Thin ROS adapter around `pgov3d_core.map.VoxelMap`: messages are converted to a core `Frame`
+(pgov3d_ros.conversions), synchronised (pgov3d_ros.sync) and integrated; services answer from
+the map. No mapping logic lives here.
+
+Topics (remap to your driver's):
+  in   color/image (sensor_msgs/Image: rgb8, bgr8, rgba8, bgra8, mono8)
+       depth/image (sensor_msgs/Image: 16UC1 in depth_scale units, or 32FC1 metres), registered to
+                   colour (same size and camera)
+       depth/camera_info (sensor_msgs/CameraInfo of the depth image)
+       pose (geometry_msgs/PoseStamped or nav_msgs/Odometry: camera-to-`frame_id` pose of the
+             optical frame; parameter pose_type)
+  out  /pgov3d/map_cloud (PointCloud2 x y z rgb; reliable, transient local)
+Services: /pgov3d/query (pgov3d_interfaces/srv/Query), /pgov3d/clear and /pgov3d/save_map
+(std_srvs/Trigger).
 """
 
 from __future__ import annotations
 
-import rclpy
-from rcl_interfaces.msg import ParameterDescriptor
-from rclpy.executors import ExternalShutdownException
-from rclpy.node import Node
+import threading
+import time
+from collections import Counter
 
+import rclpy
+from geometry_msgs.msg import PoseStamped
+from nav_msgs.msg import Odometry
+from rcl_interfaces.msg import ParameterDescriptor
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.node import Node
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+from sensor_msgs.msg import CameraInfo, Image, PointCloud2
+from std_msgs.msg import Header
+from std_srvs.srv import Trigger
+
+from pgov3d_core.data.frame import Frame, FrameError
 from pgov3d_core.map import VoxelMap
 from pgov3d_interfaces.srv import Query
+from pgov3d_ros.conversions import (
+    ConversionError,
+    camera_info_to_K,
+    image_to_depth,
+    image_to_rgb,
+    points_to_cloud,
+    pose_to_matrix,
+)
+from pgov3d_ros.sync import ApproximateTimeSync
 
 # name → (default, description). Defaults mirror config/mapping.yaml.
 PARAMETERS: dict[str, tuple[object, str]] = {
     "frame_id": ("map", "Fixed frame (REP 105) of the map and of every published cloud."),
+    "pose_type": ("pose_stamped", "Message type on the pose topic: 'pose_stamped' or 'odometry'."),
+    "sync_slop": (0.02, "Largest stamp difference (s) between depth, colour and pose of one frame."),
+    "sync_queue_size": (10, "Messages kept per stream while waiting for a match."),
     "voxel_size": (0.02, "Voxel edge length of the map, metres."),
     "max_voxels": (2_000_000, "Hard cap on voxels; the least recently observed are evicted beyond it."),
     "max_depth": (5.0, "Depth readings farther than this (metres) are ignored."),
     "depth_scale": (1000.0, "16UC1 depth units per metre (1000 = millimetres)."),
+    "pixel_stride": (1, "Integrate every n-th pixel in u and v (2 = a quarter of the points)."),
     "map_publish_period": (1.0, "Seconds between /pgov3d/map_cloud messages; 0 disables."),
+    "diagnostics_period": (10.0, "Seconds between diagnostics log lines; 0 disables."),
     "max_queries": (32, "Longest accepted query list."),
     "max_query_length": (256, "Longest accepted query string, in characters."),
     "map_save_path": ("pgov3d_map.npz", "File that /pgov3d/save_map writes."),
 }
+
+RELIABLE_LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
+                              durability=DurabilityPolicy.TRANSIENT_LOCAL)
 
 
 class MappingNode(Node):
@@ -33,17 +74,149 @@ class MappingNode(Node):
         super().__init__("pgov3d_mapping", **kwargs)
         for name, (default, description) in PARAMETERS.items():
             self.declare_parameter(name, default, ParameterDescriptor(description=description))
-        p = self.get_parameter
-        self.map = VoxelMap(
-            voxel_size=p("voxel_size").value,
-            max_voxels=p("max_voxels").value,
-            max_depth=p("max_depth").value,
-        )
-        self.query_srv = self.create_service(Query, "/pgov3d/query", self._on_query)
+        p = lambda name: self.get_parameter(name).value  # noqa: E731
+        self.frame_id = p("frame_id")
+        self.depth_scale = float(p("depth_scale"))
+        self.map = VoxelMap(voxel_size=p("voxel_size"), max_voxels=p("max_voxels"), max_depth=p("max_depth"),
+                            stride=p("pixel_stride"))
+        # The map is shared by the input, timer and service threads; every access holds this lock
+        # briefly (integration of one frame, a copy for publishing, one query).
+        self.map_lock = threading.Lock()
+        self.frames_integrated = 0
+        self.drops: Counter[str] = Counter()
+        self._last_drop_log = 0.0
+        self._camera_info: CameraInfo | None = None
+
+        # Inputs in one mutually exclusive group (the synchroniser is single-threaded); services and
+        # timers in others, so a query or a publish never waits for integration and vice versa.
+        inputs = MutuallyExclusiveCallbackGroup()
+        services = MutuallyExclusiveCallbackGroup()
+        timers = MutuallyExclusiveCallbackGroup()
+
+        self.sync = ApproximateTimeSync(["depth", "color", "pose"], pivot="depth", slop=p("sync_slop"),
+                                        queue_size=p("sync_queue_size"), on_match=self._on_synced,
+                                        on_drop=self._on_sync_drop)
+        qos = qos_profile_sensor_data
+        self.create_subscription(Image, "color/image", lambda m: self._on_stream("color", m), qos,
+                                 callback_group=inputs)
+        self.create_subscription(Image, "depth/image", lambda m: self._on_stream("depth", m), qos,
+                                 callback_group=inputs)
+        self.create_subscription(CameraInfo, "depth/camera_info", self._on_camera_info, qos, callback_group=inputs)
+        pose_type = p("pose_type")
+        if pose_type == "pose_stamped":
+            self.create_subscription(PoseStamped, "pose", lambda m: self._on_stream("pose", m), qos,
+                                     callback_group=inputs)
+        elif pose_type == "odometry":
+            self.create_subscription(Odometry, "pose", lambda m: self._on_stream("pose", m), qos,
+                                     callback_group=inputs)
+        else:
+            raise ValueError(f"parameter pose_type must be 'pose_stamped' or 'odometry', got {pose_type!r}")
+
+        self.map_pub = self.create_publisher(PointCloud2, "/pgov3d/map_cloud", RELIABLE_LATCHED)
+        self.create_service(Query, "/pgov3d/query", self._on_query, callback_group=services)
+        self.create_service(Trigger, "/pgov3d/clear", self._on_clear, callback_group=services)
+        self.create_service(Trigger, "/pgov3d/save_map", self._on_save, callback_group=services)
+        if p("map_publish_period") > 0:
+            self.create_timer(p("map_publish_period"), self.publish_map, callback_group=timers)
+        if p("diagnostics_period") > 0:
+            self.create_timer(p("diagnostics_period"), self._log_diagnostics, callback_group=timers)
         self.get_logger().info(
             f"pgov3d mapping node up: voxel {self.map.voxel_size} m, cap {self.map.max_voxels} voxels, "
-            f"frame '{p('frame_id').value}'"
+            f"frame '{self.frame_id}', pose from {pose_type}"
         )
+
+    # ------------------------------------------------------------------ input
+
+    def _drop(self, category: str, reason: str) -> None:
+        """Count a dropped frame under `category` and log why (throttled)."""
+        self.drops[category] += 1
+        now = time.monotonic()
+        if now - self._last_drop_log > 2.0:  # throttled: a bad stream must not flood the log
+            self._last_drop_log = now
+            self.get_logger().warning(f"frame dropped: {reason}")
+
+    def _on_sync_drop(self, stream: str, stamp: float, why: str) -> None:
+        self._drop("unsynchronised", f"{stream} at {stamp:.3f}: {why}")
+
+    def _on_camera_info(self, msg: CameraInfo) -> None:
+        self._camera_info = msg
+
+    def _on_stream(self, stream: str, msg) -> None:
+        stamp = msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9
+        self.sync.add(stream, stamp, msg)
+
+    def _on_synced(self, msgs: dict) -> None:
+        try:
+            frame = self._to_frame(msgs)
+            with self.map_lock:
+                self.map.integrate(frame)
+            self.frames_integrated += 1
+        except ConversionError as exc:
+            self._drop("bad message", str(exc))
+        except FrameError as exc:
+            self._drop("bad frame", str(exc))
+        except Exception as exc:  # never let a bad frame kill the input thread
+            self._drop("unexpected error", repr(exc))
+
+    def _to_frame(self, msgs: dict) -> Frame:
+        if self._camera_info is None:
+            raise ConversionError("no CameraInfo received yet on depth/camera_info")
+        info = self._camera_info
+        depth_msg, color_msg, pose_msg = msgs["depth"], msgs["color"], msgs["pose"]
+        if (info.width, info.height) != (depth_msg.width, depth_msg.height) and info.width and info.height:
+            raise ConversionError(
+                f"CameraInfo is for {info.width}x{info.height} but depth is {depth_msg.width}x{depth_msg.height}"
+            )
+        pose = pose_msg.pose.pose if isinstance(pose_msg, Odometry) else pose_msg.pose
+        stamp = depth_msg.header.stamp
+        return Frame(
+            color=image_to_rgb(color_msg),
+            depth=image_to_depth(depth_msg, self.depth_scale),
+            K=camera_info_to_K(info),
+            pose=pose_to_matrix(pose),
+            frame_id=f"{stamp.sec}.{stamp.nanosec:09d}",
+            timestamp=stamp.sec + stamp.nanosec * 1e-9,
+        ).validate()
+
+    # ------------------------------------------------------------------ output
+
+    def _header(self) -> Header:
+        return Header(stamp=self.get_clock().now().to_msg(), frame_id=self.frame_id)
+
+    def publish_map(self) -> None:
+        with self.map_lock:
+            xyz = self.map.points().cpu().numpy().copy()
+            rgb = self.map.colors().cpu().numpy()
+        self.map_pub.publish(points_to_cloud(xyz, rgb, self._header()))
+
+    def _log_diagnostics(self) -> None:
+        drops = ", ".join(f"{k} ×{v}" for k, v in self.drops.most_common(5)) or "none"
+        self.get_logger().info(
+            f"frames integrated {self.frames_integrated}, map {len(self.map)} voxels, dropped: {drops}"
+        )
+
+    # ------------------------------------------------------------------ services
+
+    def _on_clear(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
+        with self.map_lock:
+            n = len(self.map)
+            self.map.clear()
+        response.success, response.message = True, f"cleared {n} voxels"
+        self.get_logger().info(response.message)
+        self.publish_map()
+        return response
+
+    def _on_save(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
+        path = self.get_parameter("map_save_path").value
+        try:
+            with self.map_lock:
+                written = self.map.save(path)
+                n = len(self.map)
+            response.success, response.message = True, f"saved {n} voxels to {written.resolve()}"
+        except OSError as exc:
+            response.success, response.message = False, f"could not save the map to {path}: {exc}"
+        self.get_logger().info(response.message)
+        return response
 
     def _validate_queries(self, queries: list[str]) -> str | None:
         """Why a query request is unusable, or None."""
@@ -79,7 +252,9 @@ def main(args=None) -> None:
     node = None
     try:
         node = MappingNode()
-        rclpy.spin(node)
+        executor = MultiThreadedExecutor(num_threads=3)
+        executor.add_node(node)
+        executor.spin()
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:
