@@ -29,6 +29,7 @@ setup(
     entry_points={
         "console_scripts": [
             "mapping_node = pgov3d_ros.mapping_node:main",
+            "replay = pgov3d_ros.replay:main",
         ],
     },
 )

@@ -156,11 +156,11 @@ class VoxelMap:
     def integrate(self, frame: Frame) -> IntegrateStats:
         """Add a posed RGB-D frame. Raises FrameError (map unchanged) for an unusable frame."""
         frame.validate()
-        depth = torch.from_numpy(np.ascontiguousarray(frame.depth, dtype=np.float32)).to(self.device)
+        depth = torch.from_numpy(np.require(frame.depth, np.float32, ["C", "W"])).to(self.device)
         points, pixel_index = backproject(depth, frame.K, frame.pose, self.stride, max_depth=self.max_depth)
         if points.shape[0] == 0:
             raise FrameError(f"frame {frame.frame_id!r}: no valid depth pixels")
-        color = torch.from_numpy(np.ascontiguousarray(frame.color)).to(self.device).reshape(-1, 3)
+        color = torch.from_numpy(np.require(frame.color, np.uint8, ["C", "W"])).to(self.device).reshape(-1, 3)
         colors = color[pixel_index].to(torch.float32)
         return self._integrate_points(points, colors)
 

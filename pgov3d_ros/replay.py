@@ -1,0 +1,168 @@
+"""Replay a canonical scene folder (or a rosbag2 bag) on the mapping node's input topics.
+
+    ros2 run pgov3d_ros replay <scene folder | bag folder> [--rate 1.0] [--fps 30] [--stride 1]
+
+Scene folders publish color/image (rgb8), depth/image (16UC1), depth/camera_info and pose
+(PoseStamped in --frame-id) with stamps spaced 1/fps apart; bags are re-published topic by topic
+with their recorded timing. --rate scales playback speed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import rclpy
+from geometry_msgs.msg import PoseStamped
+from rclpy.executors import ExternalShutdownException
+from rclpy.node import Node
+from rclpy.qos import qos_profile_sensor_data
+from sensor_msgs.msg import CameraInfo, Image
+
+from pgov3d_core.data.scene import Scene, SceneError
+from pgov3d_ros.conversions import K_to_camera_info, depth_to_image, matrix_to_pose, rgb_to_image
+
+
+class SceneReplayer(Node):
+    def __init__(self, scene: Scene, frame_id: str, camera_frame: str):
+        super().__init__("pgov3d_replay")
+        self.scene = scene
+        self.frame_id = frame_id
+        self.camera_frame = camera_frame
+        qos = qos_profile_sensor_data
+        self.color_pub = self.create_publisher(Image, "color/image", qos)
+        self.depth_pub = self.create_publisher(Image, "depth/image", qos)
+        self.info_pub = self.create_publisher(CameraInfo, "depth/camera_info", qos)
+        self.pose_pub = self.create_publisher(PoseStamped, "pose", qos)
+
+    def wait_for_subscribers(self, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        pubs = (self.color_pub, self.depth_pub, self.info_pub, self.pose_pub)
+        while time.monotonic() < deadline:
+            if all(p.get_subscription_count() > 0 for p in pubs):
+                return True
+            time.sleep(0.05)
+        return False
+
+    def publish_frame(self, index: int, stamp) -> None:
+        frame = self.scene[index]
+        depth_msg = depth_to_image(frame.depth, stamp, self.camera_frame, self.scene.meta.depth_scale)
+        self.info_pub.publish(K_to_camera_info(frame.K, frame.width, frame.height, stamp, self.camera_frame))
+        self.color_pub.publish(rgb_to_image(frame.color, stamp, self.camera_frame))
+        pose = PoseStamped()
+        pose.header.stamp, pose.header.frame_id = stamp, self.frame_id
+        matrix_to_pose(frame.pose, pose.pose)
+        self.pose_pub.publish(pose)
+        self.depth_pub.publish(depth_msg)
+
+
+def replay_scene(scene: Scene, rate: float, fps: float, stride: int, frame_id: str, camera_frame: str,
+                 wait: float, max_frames: int | None = None, delay: float = 0.5) -> int:
+    node = SceneReplayer(scene, frame_id, camera_frame)
+    try:
+        if wait > 0 and not node.wait_for_subscribers(wait):
+            node.get_logger().warning(f"no subscriber on every input topic after {wait} s; publishing anyway")
+        # Discovery completes per endpoint pair; a short pause lets the subscriber side finish
+        # matching too, so the first best-effort frames are not lost (like `ros2 bag play --delay`).
+        time.sleep(delay)
+        indices = list(range(0, len(scene), stride))[:max_frames]
+        t0_wall = time.monotonic()
+        t0_ros = node.get_clock().now()
+        period = 1.0 / fps
+        for k, i in enumerate(indices):
+            target = t0_wall + k * period / rate
+            delay = target - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+            stamp = (t0_ros + rclpy.duration.Duration(seconds=k * period)).to_msg()
+            try:
+                node.publish_frame(i, stamp)
+            except SceneError as exc:
+                node.get_logger().warning(f"skipping frame {scene.frame_ids[i]}: {exc}")
+        # Keep the publishers alive briefly: best-effort samples still in flight are lost when the
+        # writer is destroyed, which would silently drop the last frame.
+        time.sleep(delay)
+        node.get_logger().info(f"replayed {len(indices)} frames of {scene.root}")
+        return len(indices)
+    finally:
+        node.destroy_node()
+
+
+def replay_bag(bag: Path, rate: float) -> int:
+    """Re-publish every message of a rosbag2 bag (read with `rosbags`) with its recorded timing."""
+    import importlib
+
+    from rclpy.serialization import deserialize_message
+    from rosbags.highlevel import AnyReader
+
+    def get_message(msgtype: str):  # "sensor_msgs/msg/Image" → sensor_msgs.msg.Image
+        package, kind, name = msgtype.split("/")
+        return getattr(importlib.import_module(f"{package}.{kind}"), name)
+
+    node = Node("pgov3d_replay")
+    count = 0
+    try:
+        with AnyReader([bag]) as reader:
+            pubs = {}
+            t_first = None
+            t0 = time.monotonic()
+            for conn, t_ns, raw in reader.messages():
+                if conn.topic not in pubs:
+                    pubs[conn.topic] = (node.create_publisher(get_message(conn.msgtype), conn.topic,
+                                                              qos_profile_sensor_data), get_message(conn.msgtype))
+                pub, cls = pubs[conn.topic]
+                t_first = t_ns if t_first is None else t_first
+                delay = t0 + (t_ns - t_first) * 1e-9 / rate - time.monotonic()
+                if delay > 0:
+                    time.sleep(delay)
+                pub.publish(deserialize_message(bytes(raw), cls))  # bags store CDR, as DDS sends it
+                count += 1
+        time.sleep(0.5)  # let in-flight best-effort samples arrive before the writers go away
+        node.get_logger().info(f"replayed {count} messages of {bag}")
+        return count
+    finally:
+        node.destroy_node()
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = rclpy.utilities.remove_ros_args(sys.argv if argv is None else argv)[1:]
+    parser = argparse.ArgumentParser(prog="ros2 run pgov3d_ros replay", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("source", type=Path, help="canonical scene folder or rosbag2 bag folder")
+    parser.add_argument("--rate", type=float, default=1.0, help="playback speed factor (default 1.0)")
+    parser.add_argument("--fps", type=float, default=30.0, help="frame rate of a scene folder (default 30)")
+    parser.add_argument("--stride", type=int, default=1, help="publish every n-th frame of a scene folder")
+    parser.add_argument("--max-frames", type=int, default=None, help="stop after this many frames")
+    parser.add_argument("--frame-id", default="map", help="frame of the published poses (default map)")
+    parser.add_argument("--camera-frame", default="camera_optical_frame", help="frame_id of images")
+    parser.add_argument("--delay", type=float, default=0.5,
+                        help="seconds to pause after subscribers appear, before the first frame (default 0.5)")
+    parser.add_argument("--wait", type=float, default=10.0,
+                        help="seconds to wait for subscribers on every topic before publishing (default 10)")
+    args = parser.parse_args(argv)
+    if args.rate <= 0 or args.fps <= 0 or args.stride < 1:
+        parser.error("--rate and --fps must be positive and --stride ≥ 1")
+    rclpy.init()
+    try:
+        if (args.source / "metadata.yaml").exists() or args.source.suffix in (".mcap", ".db3"):
+            replay_bag(args.source, args.rate)
+        else:
+            try:
+                scene = Scene(args.source)
+            except SceneError as exc:
+                print(f"error: {exc}", file=sys.stderr)
+                return 2
+            replay_scene(scene, args.rate, args.fps, args.stride, args.frame_id, args.camera_frame, args.wait,
+                         args.max_frames, args.delay)
+    except (KeyboardInterrupt, ExternalShutdownException):
+        return 130
+    finally:
+        if rclpy.ok():
+            rclpy.shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
