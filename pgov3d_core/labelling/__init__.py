@@ -1,0 +1,1 @@
+"""Pixel-wise entities: MLLM vocabulary, grounded masks, CLIP text embeddings, oracle labels."""
