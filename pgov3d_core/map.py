@@ -3,7 +3,9 @@
 Per voxel it stores the packed voxel key, the running mean of its points (float32 xyz), the
 running mean colour (float32 rgb), the observation count, the index of the frame that last
 observed it and a "changed since the last network pass" flag — 41 bytes — plus, once a network
-pass has run, an fp16 feature vector.
+pass has run, a 16-bit feature vector: float16 on CUDA, bfloat16 on CPU by default, because
+x86 CPUs with AVX512-BF16/AMX multiply bf16 about 2.5x faster than fp16 (measured: 1M x 512
+features against 20 texts, 61 ms in bf16 vs 146 ms in fp16 on 2 cores), at the same memory.
 
 Storage is slot-ordered (append-only, compacted on eviction) with a separate sorted key index
 (`_sorted_keys` → `_sorted_slots`), so integrating a frame costs one unique over the frame's
@@ -63,6 +65,7 @@ class VoxelMap:
         stride: int = 1,
         evict_fraction: float = 0.05,
         device: str | torch.device = "cpu",
+        feature_dtype: str | torch.dtype = "auto",
     ):
         if voxel_size <= 0:
             raise ValueError(f"voxel_size must be positive, got {voxel_size}")
@@ -76,6 +79,13 @@ class VoxelMap:
         self.stride = int(stride)
         self.evict_fraction = float(evict_fraction)
         self.device = torch.device(device)
+        if feature_dtype == "auto":
+            feature_dtype = torch.float16 if self.device.type == "cuda" else torch.bfloat16
+        elif isinstance(feature_dtype, str):
+            feature_dtype = {"float16": torch.float16, "bfloat16": torch.bfloat16}[feature_dtype]
+        if feature_dtype not in (torch.float16, torch.bfloat16):
+            raise ValueError(f"feature_dtype must be float16 or bfloat16, got {feature_dtype}")
+        self.feature_dtype = feature_dtype
         self.frames_integrated = 0
         self.clear()
 
@@ -86,12 +96,12 @@ class VoxelMap:
         dev = self.device
         self._n = 0
         self._keys = torch.empty(0, dtype=torch.int64, device=dev)
-        self._position = torch.empty((0, 3), dtype=torch.float32, device=dev)
-        self._color = torch.empty((0, 3), dtype=torch.float32, device=dev)
+        # Mean position (xyz) and mean colour (rgb) side by side: one gather and one scatter per frame.
+        self._stats = torch.empty((0, 6), dtype=torch.float32, device=dev)
         self._count = torch.empty(0, dtype=torch.int32, device=dev)
         self._last_seen = torch.empty(0, dtype=torch.int32, device=dev)
         self._changed = torch.empty(0, dtype=torch.bool, device=dev)
-        self._features: torch.Tensor | None = None  # (capacity, D) fp16
+        self._features: torch.Tensor | None = None  # (capacity, D) feature_dtype
         self._has_feature = torch.empty(0, dtype=torch.bool, device=dev)
         self._sorted_keys = torch.empty(0, dtype=torch.int64, device=dev)
         self._sorted_slots = torch.empty(0, dtype=torch.int64, device=dev)
@@ -109,11 +119,11 @@ class VoxelMap:
 
     def points(self) -> torch.Tensor:
         """(N, 3) float32 mean position of the points that fell in each voxel."""
-        return self._position[: self._n]
+        return self._stats[: self._n, :3]
 
     def colors(self) -> torch.Tensor:
         """(N, 3) uint8 mean colour."""
-        return self._color[: self._n].round().clamp(0, 255).to(torch.uint8)
+        return self._stats[: self._n, 3:].round().clamp(0, 255).to(torch.uint8)
 
     def counts(self) -> torch.Tensor:
         return self._count[: self._n]
@@ -127,7 +137,7 @@ class VoxelMap:
 
     @property
     def features(self) -> torch.Tensor | None:
-        """(N, D) fp16 per-voxel features (rows without a feature are zero), or None."""
+        """(N, D) 16-bit per-voxel features (rows without a feature are zero), or None."""
         return None if self._features is None else self._features[: self._n]
 
     def has_feature(self) -> torch.Tensor:
@@ -140,8 +150,7 @@ class VoxelMap:
     def bytes_per_voxel(self, include_features: bool = False) -> float:
         per = (
             self._keys.element_size()
-            + 3 * self._position.element_size()
-            + 3 * self._color.element_size()
+            + 6 * self._stats.element_size()
             + self._count.element_size()
             + self._last_seen.element_size()
             + self._changed.element_size()
@@ -162,14 +171,21 @@ class VoxelMap:
             raise FrameError(f"frame {frame.frame_id!r}: no valid depth pixels")
         color = torch.from_numpy(np.require(frame.color, np.uint8, ["C", "W"])).to(self.device).reshape(-1, 3)
         colors = color[pixel_index].to(torch.float32)
-        return self._integrate_points(points, colors)
+        return self.integrate_points(points, colors)
 
-    def _integrate_points(self, points: torch.Tensor, colors: torch.Tensor) -> IntegrateStats:
+    def integrate_points(self, points: torch.Tensor, colors: torch.Tensor) -> IntegrateStats:
+        """Add world points (N, 3) float32 with colours (N, 3) float 0–255 as one observation."""
+        points = torch.as_tensor(points, dtype=torch.float32, device=self.device)
+        colors = torch.as_tensor(colors, dtype=torch.float32, device=self.device)
+        if points.ndim != 2 or points.shape[1] != 3 or colors.shape != points.shape:
+            raise ValueError(f"points and colors must both be (N, 3), got {tuple(points.shape)}, {tuple(colors.shape)}")
+        if points.shape[0] == 0:
+            return IntegrateStats(0, 0, 0, 0)
         keys = pack_keys(voxel_coords(points, self.voxel_size))
         uniq, inverse, counts = torch.unique(keys, return_inverse=True, return_counts=True)
         m = uniq.shape[0]
-        pos_sum = torch.zeros((m, 3), dtype=torch.float32, device=self.device).index_add_(0, inverse, points)
-        col_sum = torch.zeros((m, 3), dtype=torch.float32, device=self.device).index_add_(0, inverse, colors)
+        sums = torch.zeros((m, 6), dtype=torch.float32, device=self.device)
+        sums.index_add_(0, inverse, torch.cat([points, colors], dim=1))
 
         slots, is_new = self._lookup(uniq)
         n_new = int(is_new.sum())
@@ -181,19 +197,18 @@ class VoxelMap:
             slots[is_new] = new_slots
             self._keys[new_slots] = new_keys
             self._count[new_slots] = 0
-            self._position[new_slots] = 0
-            self._color[new_slots] = 0
+            self._stats[new_slots] = 0
             self._has_feature[new_slots] = False
             if self._features is not None:
                 self._features[new_slots] = 0
             self._n = first + n_new
             self._index_insert(new_keys, new_slots)
 
-        old = self._count[slots].to(torch.float32)
-        total = old + counts.to(torch.float32)
-        self._position[slots] = (self._position[slots] * old[:, None] + pos_sum) / total[:, None]
-        self._color[slots] = (self._color[slots] * old[:, None] + col_sum) / total[:, None]
-        self._count[slots] = (self._count[slots].to(torch.int64) + counts).clamp(max=2**31 - 1).to(torch.int32)
+        old_count = self._count[slots]
+        old = old_count.to(torch.float32)[:, None]
+        total = old + counts.to(torch.float32)[:, None]
+        self._stats[slots] = (self._stats[slots] * old + sums) / total  # running means
+        self._count[slots] = (old_count.to(torch.int64) + counts).clamp(max=2**31 - 1).to(torch.int32)
         self.frames_integrated += 1
         self._last_seen[slots] = self.frames_integrated
         self._changed[slots] = True
@@ -240,8 +255,7 @@ class VoxelMap:
             return out
 
         self._keys = grow(self._keys)
-        self._position = grow(self._position)
-        self._color = grow(self._color)
+        self._stats = grow(self._stats)
         self._count = grow(self._count)
         self._last_seen = grow(self._last_seen)
         self._changed = grow(self._changed)
@@ -266,7 +280,7 @@ class VoxelMap:
         n = self._n
         new_slot = torch.cumsum(keep, 0) - 1
         kept = int(keep.sum())
-        for name in ("_keys", "_position", "_color", "_count", "_last_seen", "_changed", "_has_feature"):
+        for name in ("_keys", "_stats", "_count", "_last_seen", "_changed", "_has_feature"):
             t = getattr(self, name)
             t[:kept] = t[:n][keep]
         if self._features is not None:
@@ -279,7 +293,7 @@ class VoxelMap:
     # ------------------------------------------------------------------ features and query
 
     def set_features(self, slots: torch.Tensor, features: torch.Tensor) -> None:
-        """Store network features (L2-normalised here) for voxel rows `slots`, in place (fp16)."""
+        """Store network features (L2-normalised here) for voxel rows `slots`, in place (16-bit)."""
         slots = torch.as_tensor(slots, dtype=torch.int64, device=self.device)
         features = torch.as_tensor(features, device=self.device)
         if features.ndim != 2 or features.shape[0] != slots.shape[0]:
@@ -287,17 +301,22 @@ class VoxelMap:
         if slots.numel() and (slots.min() < 0 or slots.max() >= self._n):
             raise IndexError(f"voxel rows out of range [0, {self._n})")
         if self._features is None:
-            self._features = torch.zeros((self.capacity, features.shape[1]), dtype=torch.float16, device=self.device)
+            self._features = torch.zeros((self.capacity, features.shape[1]), dtype=self.feature_dtype,
+                                         device=self.device)
         elif features.shape[1] != self._features.shape[1]:
             raise ValueError(f"feature dim {features.shape[1]} != map's {self._features.shape[1]}")
         normed = torch.nn.functional.normalize(features.to(torch.float32), dim=1)
-        self._features[slots] = normed.to(torch.float16)
+        self._features[slots] = normed.to(self.feature_dtype)
         self._has_feature[slots] = True
         self._changed[slots] = False
 
     def query(self, text_embeddings, min_score: float = 0.0, chunk: int = 65536) -> QueryResult:
         """Cosine similarity of every voxel feature with each text embedding (Q, D); per voxel the
-        argmax text and its score; label -1 below `min_score` or without a feature."""
+        argmax text and its score; label -1 below `min_score` or without a feature.
+
+        The product runs in the features' 16-bit type (no fp32 copy of the feature matrix: at 1M
+        voxels x 512 that copy alone would cost more than the product), so scores carry 16-bit
+        precision (about 3 significant digits in bf16)."""
         text = torch.as_tensor(text_embeddings, dtype=torch.float32, device=self.device)
         if text.ndim == 1:
             text = text[None]
@@ -307,23 +326,26 @@ class VoxelMap:
             raise ValueError("the map has no features yet (the 3D network has not run)")
         if text.shape[1] != self._features.shape[1]:
             raise ValueError(f"text embedding dim {text.shape[1]} != feature dim {self._features.shape[1]}")
-        text = torch.nn.functional.normalize(text, dim=1)
+        text_t = torch.nn.functional.normalize(text, dim=1).to(self._features.dtype).T.contiguous()
         n = self._n
         scores = torch.empty(n, dtype=torch.float32, device=self.device)
         labels = torch.empty(n, dtype=torch.int64, device=self.device)
-        best = torch.full((text.shape[0],), float("-inf"), device=self.device)
-        text_half = text.to(torch.float16) if self.device.type == "cuda" else text
         has = self._has_feature[:n]
-        for start in range(0, n, chunk):
-            feats = self._features[start : min(n, start + chunk)]
-            sim = (feats @ text_half.T if feats.is_cuda else feats.to(torch.float32) @ text.T).to(torch.float32)
-            sim[~has[start : start + feats.shape[0]]] = float("-inf")
+        best = torch.full((text.shape[0],), float("-inf"), device=self.device)
+        for start in range(0, n, chunk):  # chunks keep the (rows, Q) similarity cache-sized
+            stop = min(n, start + chunk)
+            sim = self._features[start:stop] @ text_t
             s, lab = sim.max(dim=1)
-            scores[start : start + feats.shape[0]] = s
-            labels[start : start + feats.shape[0]] = lab
-            best = torch.maximum(best, sim.max(dim=0).values)
-        labels[(scores < min_score) | ~has] = -1
-        scores[~has] = float("nan")
+            scores[start:stop] = s
+            labels[start:stop] = lab
+            rows = has[start:stop]
+            if bool(rows.all()):
+                best = torch.maximum(best, sim.max(dim=0).values.float())
+            elif bool(rows.any()):
+                best = torch.maximum(best, sim[rows].max(dim=0).values.float())
+        missing = ~has
+        scores[missing] = float("nan")
+        labels[missing | (scores < min_score)] = -1
         return QueryResult(labels, scores, best)
 
     # ------------------------------------------------------------------ persistence
@@ -336,15 +358,20 @@ class VoxelMap:
             "max_voxels": np.array(self.max_voxels),
             "frames_integrated": np.array(self.frames_integrated),
             "keys": self._keys[:n].cpu().numpy(),
-            "position": self._position[:n].cpu().numpy(),
-            "color": self._color[:n].cpu().numpy(),
+            "position": self._stats[:n, :3].cpu().numpy(),
+            "color": self._stats[:n, 3:].cpu().numpy(),
             "count": self._count[:n].cpu().numpy(),
             "last_seen": self._last_seen[:n].cpu().numpy(),
             "changed": self._changed[:n].cpu().numpy(),
             "has_feature": self._has_feature[:n].cpu().numpy(),
         }
         if self._features is not None:
-            state["features"] = self._features[:n].cpu().numpy()
+            feats = self._features[:n].cpu()
+            if feats.dtype == torch.bfloat16:  # numpy has no bfloat16: store the raw 16-bit words
+                state["features"] = feats.view(torch.int16).numpy()
+                state["features_bf16"] = np.array(True)
+            else:
+                state["features"] = feats.numpy()
         return state
 
     def save(self, path: str | os.PathLike) -> Path:
@@ -380,15 +407,18 @@ class VoxelMap:
         vmap._reserve(n)
         dev = vmap.device
         vmap._keys[:n] = torch.from_numpy(state["keys"]).to(dev)
-        vmap._position[:n] = torch.from_numpy(state["position"]).to(dev)
-        vmap._color[:n] = torch.from_numpy(state["color"]).to(dev)
+        vmap._stats[:n, :3] = torch.from_numpy(state["position"]).to(dev)
+        vmap._stats[:n, 3:] = torch.from_numpy(state["color"]).to(dev)
         vmap._count[:n] = torch.from_numpy(state["count"]).to(dev)
         vmap._last_seen[:n] = torch.from_numpy(state["last_seen"]).to(dev)
         vmap._changed[:n] = torch.from_numpy(state["changed"]).to(dev)
         vmap._has_feature[:n] = torch.from_numpy(state["has_feature"]).to(dev)
         if "features" in state:
-            vmap._features = torch.zeros((vmap.capacity, state["features"].shape[1]), dtype=torch.float16, device=dev)
-            vmap._features[:n] = torch.from_numpy(state["features"]).to(dev)
+            feats = torch.from_numpy(state["features"])
+            if "features_bf16" in state:
+                feats = feats.view(torch.bfloat16)
+            vmap._features = torch.zeros((vmap.capacity, feats.shape[1]), dtype=vmap.feature_dtype, device=dev)
+            vmap._features[:n] = feats.to(dev, vmap.feature_dtype)
         vmap._n = n
         order = torch.argsort(vmap._keys[:n])
         vmap._sorted_keys = vmap._keys[:n][order].clone()
