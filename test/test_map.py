@@ -66,15 +66,20 @@ def test_bad_frames_are_rejected_and_leave_map_unchanged():
 
 def test_cap_evicts_least_recently_seen_and_memory_stays_flat():
     vmap = VoxelMap(voxel_size=0.05, max_voxels=2000, evict_fraction=0.1)
+    vmap.set_features(torch.zeros(0, dtype=torch.int64), torch.zeros(0, 8))  # features are capped too
+    frame = plane_frame(h=12, w=16)
     capacities = []
-    for i in range(300):
-        vmap.integrate(plane_frame(x_offset=0.5 * i, h=24, w=32, frame_id=str(i)))
+    for i in range(10_000):  # a robot that never returns: every frame sees new ground
+        frame.pose[0, 3] = 0.5 * i
+        frame.frame_id = str(i)
+        vmap.integrate(frame)
         assert len(vmap) <= 2000
         capacities.append(vmap.capacity)
-    assert capacities[-1] == capacities[100]  # no growth once the cap is reached
+    assert capacities[-1] == capacities[100] and vmap.features.shape[0] == len(vmap)
+    assert vmap._features.shape[0] == vmap.capacity  # no growth once the cap is reached
     # The newest frame is always fully present; the oldest areas are gone.
-    assert float(vmap.points()[:, 0].max()) > 0.5 * 299
-    assert int(vmap.last_seen().min()) > 250
+    assert float(vmap.points()[:, 0].max()) > 0.5 * 9999 - 1.2  # the image spans x_cam ∈ [-1.2, -0.4] m
+    assert int(vmap.last_seen().min()) > 9000
     assert bool((vmap._sorted_keys[1:] > vmap._sorted_keys[:-1]).all())
     assert torch.equal(vmap.keys()[vmap._sorted_slots], vmap._sorted_keys)
 
