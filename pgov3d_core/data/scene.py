@@ -120,6 +120,8 @@ class Scene:
         self.meta = SceneMeta.read(meta_path) if meta_path.exists() else SceneMeta(source="scannet-layout")
         if depth_scale is not None:
             self.meta.depth_scale = float(depth_scale)
+        size = self.meta.extra.get("depth_size")
+        self._depth_size: tuple[int, int] | None = tuple(size) if size else None
         self.frame_ids, self._color_paths = self._index_frames()
         self.K_depth = self._read_intrinsics("intrinsic_depth")
         color_k = self.root / "intrinsic" / "intrinsic_color.txt"
@@ -195,6 +197,16 @@ class Scene:
         raw = read_image(path)
         if raw.ndim != 2 or raw.dtype not in (np.uint16, np.int32):
             raise SceneError(f"{path}: depth must be a single-channel 16-bit PNG, got {raw.dtype} {raw.shape}")
+        # Every depth image of a scene shares one size (the one its intrinsics describe): the size
+        # recorded in meta.yaml by write_scene, else the first depth image read.
+        size = (raw.shape[1], raw.shape[0])
+        if self._depth_size is None:
+            self._depth_size = size
+        elif size != self._depth_size:
+            raise SceneError(
+                f"{path}: depth is {size[0]}x{size[1]} but the scene's depth images are "
+                f"{self._depth_size[0]}x{self._depth_size[1]}"
+            )
         return raw.astype(np.float32) / np.float32(self.meta.depth_scale)
 
     def color(self, frame_id: str, size: tuple[int, int] | None = None) -> np.ndarray:
@@ -318,8 +330,13 @@ def write_scene(
     if color_format not in ("png", "jpg"):
         raise ValueError(f"color_format must be 'png' or 'jpg', got {color_format!r}")
     K = None
+    size = None
     for i, frame in enumerate(frames):
         frame.validate()
+        if size is None:
+            size = [frame.width, frame.height]
+        elif size != [frame.width, frame.height]:
+            raise ValueError(f"frame {frame.frame_id!r} is {frame.width}x{frame.height}; the scene's are {size}")
         fid = frame.frame_id or str(i)
         _save_image(root / "color" / f"{fid}.{color_format}", np.asarray(frame.color, dtype=np.uint8))
         _save_image(root / "depth" / f"{fid}.png", depth_to_png(frame.depth, depth_scale))
@@ -338,7 +355,8 @@ def write_scene(
         raise ValueError("write_scene needs at least one frame")
     if cloud is not None:
         write_ply_cloud(root / "scene.ply", cloud)
-    SceneMeta(depth_scale, list(class_names or []), source, dict(extra_meta or {})).write(root / META_FILE)
+    extra = {"depth_size": size, **(extra_meta or {})}
+    SceneMeta(depth_scale, list(class_names or []), source, extra).write(root / META_FILE)
     return root
 
 
