@@ -23,6 +23,7 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -395,7 +396,7 @@ class VoxelMap:
         try:
             with np.load(path, allow_pickle=False) as z:
                 state = {k: z[k] for k in z.files}
-        except (OSError, ValueError, EOFError) as exc:
+        except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as exc:
             raise ValueError(f"{path}: not a readable pgov3d map file ({exc})") from None
         version = int(state.get("format_version", -1))
         if version != MAP_FORMAT_VERSION:

@@ -130,3 +130,10 @@ def test_load_rejects_corrupt_file(tmp_path):
     bad.write_bytes(b"not a zip file")
     with pytest.raises(ValueError, match="not a readable pgov3d map"):
         VoxelMap.load(bad)
+    vmap = VoxelMap(voxel_size=0.05)
+    vmap.integrate(plane_frame())
+    good = vmap.save(tmp_path / "good.npz")
+    truncated = tmp_path / "truncated.npz"
+    truncated.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    with pytest.raises(ValueError, match="not a readable pgov3d map"):
+        VoxelMap.load(truncated)

@@ -1,0 +1,136 @@
+"""Stage 2 point-wise pseudo-labels (paper §3.2, "Point-wise Entity Generation").
+
+1. Scene vocabulary C: the union of the grounded labels of all the scene's frames, normalised
+   (case, whitespace, plural → singular, duplicates) with the labelling parser's `normalize_item`.
+2. The stage-1 model labels the full scene cloud under repeated random grid sampling: voxelise,
+   keep one random point per voxel, run the model on that subset, and repeat until every point has
+   been kept at least once (and at least `min_passes` times overall). Each pass gives the kept
+   points a class distribution softmax(cos(feature, text) / temperature) over C; a point's
+   distributions are averaged over the passes that kept it.
+3. Label = argmax of the averaged distribution; points whose averaged top probability is below
+   `confidence_threshold` are ignored (-1).
+
+Results are cached per scene in `<scene>/pseudo_labels/<tag>.npz` (written atomically; a file
+that does not load or does not match the scene's point count or the vocabulary is rebuilt).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+import zipfile
+from collections import Counter
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from pgov3d_core.geometry import repeated_grid_sampling
+from pgov3d_core.labelling.parsing import normalize_item
+
+log = logging.getLogger(__name__)
+
+FeatureFn = Callable[[torch.Tensor], torch.Tensor]
+"""Given indices into the scene cloud (a subset with one point per voxel), return the model's
+(len(indices), D) point features for that subset, computed on the subset alone."""
+
+
+def scene_vocabulary(label_lists: Iterable[Iterable[str]]) -> list[str]:
+    """Union of per-frame label lists, normalised and de-duplicated, most frequent first (ties
+    alphabetical) so the order is deterministic."""
+    counts: Counter[str] = Counter()
+    for labels in label_lists:
+        counts.update({n for n in (normalize_item(t) for t in labels) if n})
+    return sorted(counts, key=lambda t: (-counts[t], t))
+
+
+@dataclass
+class PseudoLabels:
+    labels: np.ndarray  # (N,) int64 index into vocabulary, -1 = ignored (low confidence)
+    confidence: np.ndarray  # (N,) float32 averaged top probability
+    passes: np.ndarray  # (N,) int32 how many passes kept each point
+    vocabulary: list[str]
+
+
+@torch.no_grad()
+def pseudo_label_points(
+    features_of: FeatureFn,
+    xyz: torch.Tensor,
+    text_embeddings: torch.Tensor,
+    vocabulary: list[str],
+    voxel_size: float = 0.02,
+    temperature: float = 0.01,
+    min_passes: int = 1,
+    max_passes: int | None = None,
+    confidence_threshold: float = 0.5,
+    generator: torch.Generator | None = None,
+) -> PseudoLabels:
+    if len(vocabulary) != text_embeddings.shape[0]:
+        raise ValueError(f"{len(vocabulary)} vocabulary entries but {text_embeddings.shape[0]} text embeddings")
+    if len(vocabulary) == 0:
+        raise ValueError("empty scene vocabulary: no frame of this scene has grounded labels")
+    n = xyz.shape[0]
+    text = torch.nn.functional.normalize(text_embeddings.float(), dim=1)
+    prob_sum = torch.zeros((n, text.shape[0]), dtype=torch.float32)
+    passes = torch.zeros(n, dtype=torch.int32)
+    covering = repeated_grid_sampling(xyz, voxel_size, generator)
+    extra = max(0, min_passes - len(covering))
+    schedule = covering + [s for _ in range(extra) for s in repeated_grid_sampling(xyz, voxel_size, generator)[:1]]
+    if max_passes is not None:
+        schedule = schedule[:max_passes]
+    for idx in schedule:
+        feats = torch.nn.functional.normalize(features_of(idx).float(), dim=1).cpu()
+        probs = torch.softmax(feats @ text.T / temperature, dim=1)
+        prob_sum.index_add_(0, idx.cpu(), probs)
+        passes.index_add_(0, idx.cpu(), torch.ones(len(idx), dtype=torch.int32))
+    seen = passes > 0
+    avg = torch.zeros_like(prob_sum)
+    avg[seen] = prob_sum[seen] / passes[seen, None]
+    confidence, labels = avg.max(dim=1)
+    labels[(confidence < confidence_threshold) | ~seen] = -1
+    return PseudoLabels(labels.numpy(), confidence.numpy().astype(np.float32), passes.numpy(), list(vocabulary))
+
+
+# ------------------------------------------------------------------ per-scene cache
+
+
+def cache_path(scene_root: str | os.PathLike, tag: str) -> Path:
+    return Path(scene_root) / "pseudo_labels" / f"{tag}.npz"
+
+
+def save_pseudo_labels(path: Path, pl: PseudoLabels) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, labels=pl.labels, confidence=pl.confidence, passes=pl.passes,
+                     vocabulary=np.array(pl.vocabulary, dtype=np.str_))
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def load_pseudo_labels(path: Path, n_points: int | None = None, vocabulary: list[str] | None = None):
+    """The cached pseudo-labels, or None (with the reason logged) when missing, unreadable or stale."""
+    if not path.exists():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            pl = PseudoLabels(z["labels"], z["confidence"], z["passes"], [str(v) for v in z["vocabulary"]])
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
+        log.warning("rebuilding %s: unreadable (%s)", path, exc)
+        return None
+    if n_points is not None and len(pl.labels) != n_points:
+        log.warning("rebuilding %s: %d labels for a %d-point cloud", path, len(pl.labels), n_points)
+        return None
+    if vocabulary is not None and pl.vocabulary != list(vocabulary):
+        log.warning("rebuilding %s: vocabulary changed", path)
+        return None
+    if len(pl.labels) and (pl.labels.max() >= len(pl.vocabulary) or pl.labels.min() < -1):
+        log.warning("rebuilding %s: label ids out of range", path)
+        return None
+    return pl
