@@ -67,6 +67,7 @@ class VoxelMap:
         evict_fraction: float = 0.05,
         device: str | torch.device = "cpu",
         feature_dtype: str | torch.dtype = "auto",
+        num_label_classes: int = 0,
     ):
         if voxel_size <= 0:
             raise ValueError(f"voxel_size must be positive, got {voxel_size}")
@@ -87,6 +88,8 @@ class VoxelMap:
         if feature_dtype not in (torch.float16, torch.bfloat16):
             raise ValueError(f"feature_dtype must be float16 or bfloat16, got {feature_dtype}")
         self.feature_dtype = feature_dtype
+        # Per-voxel votes of per-pixel class labels (frames with `labels`), when > 0 classes.
+        self.num_label_classes = int(num_label_classes)
         self.frames_integrated = 0
         self.clear()
 
@@ -104,6 +107,7 @@ class VoxelMap:
         self._changed = torch.empty(0, dtype=torch.bool, device=dev)
         self._features: torch.Tensor | None = None  # (capacity, D) feature_dtype
         self._has_feature = torch.empty(0, dtype=torch.bool, device=dev)
+        self._votes = torch.empty((0, self.num_label_classes), dtype=torch.int32, device=dev)
         self._sorted_keys = torch.empty(0, dtype=torch.int64, device=dev)
         self._sorted_slots = torch.empty(0, dtype=torch.int64, device=dev)
         self.frames_integrated = 0
@@ -144,6 +148,27 @@ class VoxelMap:
     def has_feature(self) -> torch.Tensor:
         return self._has_feature[: self._n]
 
+    def label_votes(self) -> torch.Tensor:
+        """(N, num_label_classes) int32 per-voxel counts of per-pixel labels."""
+        return self._votes[: self._n]
+
+    def majority_labels(self) -> torch.Tensor:
+        """(N,) int64 most-voted class per voxel, -1 where no labelled pixel fell."""
+        votes = self.label_votes()
+        if votes.shape[1] == 0:
+            return torch.full((self._n,), -1, dtype=torch.int64, device=self.device)
+        best, label = votes.max(dim=1)
+        return torch.where(best > 0, label, torch.full_like(label, -1))
+
+    def set_features_from_labels(self, class_embeddings: torch.Tensor) -> int:
+        """Features of every voxel with label votes := the embedding of its majority class (the
+        "oracle" feature mode: ground-truth labels instead of a 3D network). Returns the count."""
+        labels = self.majority_labels()
+        rows = torch.nonzero(labels >= 0).squeeze(1)
+        if len(rows):
+            self.set_features(rows, torch.as_tensor(class_embeddings, device=self.device)[labels[rows]])
+        return int(len(rows))
+
     def changed(self) -> torch.Tensor:
         """(N,) bool: voxels integrated since their feature was last set."""
         return self._changed[: self._n]
@@ -172,10 +197,15 @@ class VoxelMap:
             raise FrameError(f"frame {frame.frame_id!r}: no valid depth pixels")
         color = torch.from_numpy(np.require(frame.color, np.uint8, ["C", "W"])).to(self.device).reshape(-1, 3)
         colors = color[pixel_index].to(torch.float32)
-        return self.integrate_points(points, colors)
+        labels = None
+        if frame.labels is not None and self.num_label_classes:
+            labels = torch.from_numpy(np.asarray(frame.labels, np.int64).reshape(-1)).to(self.device)[pixel_index]
+        return self.integrate_points(points, colors, labels)
 
-    def integrate_points(self, points: torch.Tensor, colors: torch.Tensor) -> IntegrateStats:
-        """Add world points (N, 3) float32 with colours (N, 3) float 0–255 as one observation."""
+    def integrate_points(self, points: torch.Tensor, colors: torch.Tensor,
+                         labels: torch.Tensor | None = None) -> IntegrateStats:
+        """Add world points (N, 3) float32 with colours (N, 3) float 0–255 as one observation, and
+        optionally per-point class labels (N,) (votes; -1 and ids ≥ num_label_classes ignored)."""
         points = torch.as_tensor(points, dtype=torch.float32, device=self.device)
         colors = torch.as_tensor(colors, dtype=torch.float32, device=self.device)
         if points.ndim != 2 or points.shape[1] != 3 or colors.shape != points.shape:
@@ -200,6 +230,7 @@ class VoxelMap:
             self._count[new_slots] = 0
             self._stats[new_slots] = 0
             self._has_feature[new_slots] = False
+            self._votes[new_slots] = 0
             if self._features is not None:
                 self._features[new_slots] = 0
             self._n = first + n_new
@@ -213,6 +244,10 @@ class VoxelMap:
         self.frames_integrated += 1
         self._last_seen[slots] = self.frames_integrated
         self._changed[slots] = True
+        if labels is not None and self.num_label_classes:
+            ok = (labels >= 0) & (labels < self.num_label_classes)
+            self._votes.index_put_((slots[inverse[ok]], labels[ok]),
+                                   torch.ones(int(ok.sum()), dtype=torch.int32, device=self.device), accumulate=True)
 
         evicted = 0
         if self._n > self.max_voxels:
@@ -261,6 +296,7 @@ class VoxelMap:
         self._last_seen = grow(self._last_seen)
         self._changed = grow(self._changed)
         self._has_feature = grow(self._has_feature)
+        self._votes = grow(self._votes)
         if self._features is not None:
             self._features = grow(self._features)
 
@@ -281,7 +317,7 @@ class VoxelMap:
         n = self._n
         new_slot = torch.cumsum(keep, 0) - 1
         kept = int(keep.sum())
-        for name in ("_keys", "_stats", "_count", "_last_seen", "_changed", "_has_feature"):
+        for name in ("_keys", "_stats", "_count", "_last_seen", "_changed", "_has_feature", "_votes"):
             t = getattr(self, name)
             t[:kept] = t[:n][keep]
         if self._features is not None:
@@ -365,6 +401,7 @@ class VoxelMap:
             "last_seen": self._last_seen[:n].cpu().numpy(),
             "changed": self._changed[:n].cpu().numpy(),
             "has_feature": self._has_feature[:n].cpu().numpy(),
+            "votes": self._votes[:n].cpu().numpy(),
         }
         if self._features is not None:
             feats = self._features[:n].cpu()
@@ -401,7 +438,8 @@ class VoxelMap:
         version = int(state.get("format_version", -1))
         if version != MAP_FORMAT_VERSION:
             raise ValueError(f"{path}: map format version {version}, expected {MAP_FORMAT_VERSION}")
-        kwargs = {"voxel_size": float(state["voxel_size"]), "max_voxels": int(state["max_voxels"])}
+        kwargs = {"voxel_size": float(state["voxel_size"]), "max_voxels": int(state["max_voxels"]),
+                  "num_label_classes": int(state["votes"].shape[1]) if "votes" in state else 0}
         kwargs.update(overrides)
         vmap = cls(device=device, **kwargs)
         n = state["keys"].shape[0]
@@ -414,6 +452,8 @@ class VoxelMap:
         vmap._last_seen[:n] = torch.from_numpy(state["last_seen"]).to(dev)
         vmap._changed[:n] = torch.from_numpy(state["changed"]).to(dev)
         vmap._has_feature[:n] = torch.from_numpy(state["has_feature"]).to(dev)
+        if "votes" in state and vmap.num_label_classes == state["votes"].shape[1]:
+            vmap._votes[:n] = torch.from_numpy(state["votes"]).to(dev)
         if "features" in state:
             feats = torch.from_numpy(state["features"])
             if "features_bf16" in state:

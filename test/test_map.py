@@ -137,3 +137,29 @@ def test_load_rejects_corrupt_file(tmp_path):
     truncated.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
     with pytest.raises(ValueError, match="not a readable pgov3d map"):
         VoxelMap.load(truncated)
+
+
+def test_label_votes_majority_and_oracle_features(tmp_path):
+    vmap = VoxelMap(voxel_size=0.05, num_label_classes=3)
+    frame = plane_frame()
+    labels = np.full((36, 48), -1, np.int32)
+    labels[:, :24] = 0
+    labels[:, 24:] = 2
+    frame.labels = labels
+    vmap.integrate(frame)
+    relabelled = plane_frame()
+    relabelled.labels = np.full((36, 48), 1, np.int32)
+    relabelled.labels[:, 24:] = 2  # left half: 0 twice (below), 1 once → majority 0
+    vmap.integrate(relabelled)
+    vmap.integrate(frame)
+    maj = vmap.majority_labels()
+    left = vmap.points()[:, 0] < -0.3
+    right = vmap.points()[:, 0] > 0.3
+    assert maj[left].eq(0).all() and maj[right].eq(2).all()
+    assert int(vmap.label_votes().sum()) == 3 * 36 * 48
+    emb = torch.eye(3)
+    assert vmap.set_features_from_labels(emb) == len(vmap)
+    res = vmap.query(emb[[2, 0]])
+    assert res.labels[right].eq(0).all() and res.labels[left].eq(1).all()
+    loaded = VoxelMap.load(vmap.save(tmp_path / "m.npz"))
+    assert torch.equal(loaded.label_votes(), vmap.label_votes())
