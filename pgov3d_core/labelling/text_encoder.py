@@ -35,6 +35,7 @@ class TextEncoderConfig:
     cache_path: str | None = None
     device: str = "auto"
     batch_size: int = 256
+    config_key: str = "weights.text_encoder"  # how the checkpoint path is named in error messages
     extra: dict = field(default_factory=dict)
 
     @classmethod
@@ -67,7 +68,7 @@ class TextEncoder:
                     model = open_clip.create_model(c.model, pretrained=None)
             identity = f"{c.model if c.model_cfg is None else repr(sorted(c.model_cfg.items()))}|random|{c.seed}"
         else:
-            path = require_weights(c.checkpoint, "weights.text_encoder")
+            path = require_weights(c.checkpoint, c.config_key)
             try:
                 if c.model_cfg is not None:
                     model = open_clip.model.CLIP(**c.model_cfg)
@@ -77,7 +78,7 @@ class TextEncoder:
                     model = open_clip.create_model(c.model, pretrained=str(path), weights_only=True)
             except (RuntimeError, OSError, ValueError, KeyError) as exc:
                 raise WeightsError(
-                    f"weights.text_encoder: {path} is not a usable {c.model} checkpoint ({exc})"
+                    f"{c.config_key}: {path} is not a usable {c.model} checkpoint ({exc})"
                 ) from None
             stat = path.stat()
             identity = f"{c.model}|{path.name}|{stat.st_size}"

@@ -1,0 +1,80 @@
+"""Pixel-wise entities for the frames of scene folders (PGOV3D §3.1), cached under <scene>/entities/.
+
+    python training/label_frames.py --scene-root ROOT --config config/labelling.yaml \\
+        [--labeller oracle|models] [--stride N] [--batch-size B] [--overlay] [-v]
+
+ROOT is a scene folder or a folder of scene folders. Re-running is cheap: frames whose cached
+outputs are valid (and from the same labeller settings) are skipped; missing, corrupt or outdated
+ones are redone. Exit status: 0 all sampled frames labelled, 1 some frames failed (listed in the
+summary), 2 setup error (missing weights, bad config, unreadable scene) printed as one line.
+
+Importable: `from training.label_frames import label_scenes` (the curriculum CLI's entry point;
+the implementation lives in pgov3d_core.labelling.pipeline).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+if __package__ in (None, ""):
+    # Run as a script: import the working tree's pgov3d_core, not an older installed copy.
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from pgov3d_core.data.scene import SceneError  # noqa: E402
+from pgov3d_core.labelling.config import ConfigError  # noqa: E402
+from pgov3d_core.labelling.entities import EntityError  # noqa: E402
+from pgov3d_core.labelling.labellers import LabellingError  # noqa: E402
+from pgov3d_core.labelling.pipeline import SceneReport, label_scenes  # noqa: E402
+from pgov3d_core.weights import WeightsError  # noqa: E402
+
+__all__ = ["label_scenes", "main", "SceneReport"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--scene-root", required=True, help="a scene folder or a folder of scene folders")
+    p.add_argument("--config", default=None, help="labelling YAML (default: built-in defaults)")
+    p.add_argument("--labeller", choices=("models", "oracle"), default=None, help="overrides the config's labeller")
+    p.add_argument("--stride", type=int, default=None, help="label every N-th frame (overrides the config)")
+    p.add_argument("--batch-size", type=int, default=None, help="frames per model batch (overrides the config)")
+    p.add_argument("--overlay", action="store_true", default=None, help="also write entities/overlay/<id>.png")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s"
+    )
+    for noisy in ("httpx", "urllib3", "PIL"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
+    try:
+        with logging_redirect_tqdm():
+            reports = label_scenes(
+                args.scene_root,
+                args.config,
+                labeller=args.labeller,
+                stride=args.stride,
+                overlay=args.overlay,
+                batch_size=args.batch_size,
+                progress=not args.no_progress,
+            )
+    except (WeightsError, ConfigError, SceneError, LabellingError, EntityError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    failed = sum(len(r.failed) for r in reports)
+    if failed:
+        print(f"error: {failed} frame(s) could not be labelled (see the summary above)", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
