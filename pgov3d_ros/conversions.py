@@ -63,6 +63,22 @@ def image_to_depth(msg: Image, depth_scale: float = 1000.0) -> np.ndarray:
     return px.astype(np.float32)
 
 
+def image_to_labels(msg: Image) -> np.ndarray:
+    """Label Image (16UC1/mono16: 0 = unlabelled, k = class k - 1, the scene folder's label PNG
+    convention) → (H, W) int32 class ids, -1 = unlabelled."""
+    if msg.encoding not in ("16UC1", "mono16"):
+        raise ConversionError(f"unsupported label encoding {msg.encoding!r}; expected 16UC1 or mono16")
+    return _image_rows(msg, 1, np.dtype(np.uint16))[:, :, 0].astype(np.int32) - 1
+
+
+def labels_to_image(labels: np.ndarray, stamp, frame_id: str) -> Image:
+    raw = (np.asarray(labels, np.int64) + 1).clip(0, 65535).astype("<u2")
+    msg = Image(height=raw.shape[0], width=raw.shape[1], encoding="16UC1", is_bigendian=0, step=raw.shape[1] * 2)
+    msg.header.stamp, msg.header.frame_id = stamp, frame_id
+    msg.data = raw.tobytes()
+    return msg
+
+
 def rgb_to_image(rgb: np.ndarray, stamp, frame_id: str) -> Image:
     msg = Image(height=rgb.shape[0], width=rgb.shape[1], encoding="rgb8", is_bigendian=0, step=rgb.shape[1] * 3)
     msg.header.stamp, msg.header.frame_id = stamp, frame_id

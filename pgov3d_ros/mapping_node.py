@@ -22,6 +22,7 @@ import threading
 import time
 from collections import Counter
 
+import numpy as np
 import rclpy
 from geometry_msgs.msg import PoseStamped
 from nav_msgs.msg import Odometry
@@ -33,18 +34,23 @@ from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profi
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 from std_msgs.msg import Header
 from std_srvs.srv import Trigger
+from visualization_msgs.msg import MarkerArray
 
 from pgov3d_core.data.frame import Frame, FrameError
+from pgov3d_core.labelling.text_encoder import TextEncoder, tiny_clip_config
 from pgov3d_core.map import VoxelMap
+from pgov3d_core.weights import WeightsError
 from pgov3d_interfaces.srv import Query
 from pgov3d_ros.conversions import (
     ConversionError,
     camera_info_to_K,
     image_to_depth,
+    image_to_labels,
     image_to_rgb,
     points_to_cloud,
     pose_to_matrix,
 )
+from pgov3d_ros.markers import query_markers
 from pgov3d_ros.sync import ApproximateTimeSync
 
 # name → (default, description). Defaults mirror config/mapping.yaml.
@@ -63,6 +69,17 @@ PARAMETERS: dict[str, tuple[object, str]] = {
     "max_queries": (32, "Longest accepted query list."),
     "max_query_length": (256, "Longest accepted query string, in characters."),
     "map_save_path": ("pgov3d_map.npz", "File that /pgov3d/save_map writes."),
+    "feature_source": ("network", "Per-voxel features: 'network' (the 3D network checkpoint) or 'oracle_labels' "
+                       "(class embeddings of per-pixel labels from labels/image: testing and demos)."),
+    "oracle_class_names": ("", "Comma-separated class names of labels/image ids (id k = name k-1) for "
+                           "feature_source 'oracle_labels'."),
+    "text_encoder_model": ("ViT-B-32", "open_clip architecture of the text encoder."),
+    "text_encoder_checkpoint": ("", "Local open_clip checkpoint of the text encoder (never downloaded)."),
+    "text_encoder_random_init": (False, "Build the text encoder with seeded random weights (no language "
+                                 "meaning: tests and demos without real weights)."),
+    "text_encoder_random_dim": (0, "With random init: > 0 builds a small CLIP of this embedding size."),
+    "text_template": ("a {} in a scene", "Prompt template of query and class texts."),
+    "text_cache_path": ("", "Persistent text-embedding cache file (empty: in memory only)."),
 }
 
 RELIABLE_LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
@@ -77,8 +94,17 @@ class MappingNode(Node):
         p = lambda name: self.get_parameter(name).value  # noqa: E731
         self.frame_id = p("frame_id")
         self.depth_scale = float(p("depth_scale"))
+        self.feature_source = p("feature_source")
+        if self.feature_source not in ("network", "oracle_labels"):
+            raise ValueError(f"parameter feature_source must be 'network' or 'oracle_labels', got "
+                             f"{self.feature_source!r}")
+        self.oracle_classes = [c.strip() for c in p("oracle_class_names").split(",") if c.strip()]
+        if self.feature_source == "oracle_labels" and not self.oracle_classes:
+            raise ValueError("feature_source 'oracle_labels' needs parameter oracle_class_names")
         self.map = VoxelMap(voxel_size=p("voxel_size"), max_voxels=p("max_voxels"), max_depth=p("max_depth"),
-                            stride=p("pixel_stride"))
+                            stride=p("pixel_stride"), num_label_classes=len(self.oracle_classes))
+        self._text_encoder_error = ""
+        self.text_encoder = self._load_text_encoder()
         # The map is shared by the input, timer and service threads; every access holds this lock
         # briefly (integration of one frame, a copy for publishing, one query).
         self.map_lock = threading.Lock()
@@ -93,7 +119,8 @@ class MappingNode(Node):
         services = MutuallyExclusiveCallbackGroup()
         timers = MutuallyExclusiveCallbackGroup()
 
-        self.sync = ApproximateTimeSync(["depth", "color", "pose"], pivot="depth", slop=p("sync_slop"),
+        streams = ["depth", "color", "pose"] + (["labels"] if self.feature_source == "oracle_labels" else [])
+        self.sync = ApproximateTimeSync(streams, pivot="depth", slop=p("sync_slop"),
                                         queue_size=p("sync_queue_size"), on_match=self._on_synced,
                                         on_drop=self._on_sync_drop)
         qos = qos_profile_sensor_data
@@ -102,6 +129,9 @@ class MappingNode(Node):
         self.create_subscription(Image, "depth/image", lambda m: self._on_stream("depth", m), qos,
                                  callback_group=inputs)
         self.create_subscription(CameraInfo, "depth/camera_info", self._on_camera_info, qos, callback_group=inputs)
+        if "labels" in streams:
+            self.create_subscription(Image, "labels/image", lambda m: self._on_stream("labels", m), qos,
+                                     callback_group=inputs)
         pose_type = p("pose_type")
         if pose_type == "pose_stamped":
             self.create_subscription(PoseStamped, "pose", lambda m: self._on_stream("pose", m), qos,
@@ -113,6 +143,8 @@ class MappingNode(Node):
             raise ValueError(f"parameter pose_type must be 'pose_stamped' or 'odometry', got {pose_type!r}")
 
         self.map_pub = self.create_publisher(PointCloud2, "/pgov3d/map_cloud", RELIABLE_LATCHED)
+        self.query_pub = self.create_publisher(PointCloud2, "/pgov3d/query_cloud", RELIABLE_LATCHED)
+        self.marker_pub = self.create_publisher(MarkerArray, "/pgov3d/markers", RELIABLE_LATCHED)
         self.create_service(Query, "/pgov3d/query", self._on_query, callback_group=services)
         self.create_service(Trigger, "/pgov3d/clear", self._on_clear, callback_group=services)
         self.create_service(Trigger, "/pgov3d/save_map", self._on_save, callback_group=services)
@@ -122,8 +154,25 @@ class MappingNode(Node):
             self.create_timer(p("diagnostics_period"), self._log_diagnostics, callback_group=timers)
         self.get_logger().info(
             f"pgov3d mapping node up: voxel {self.map.voxel_size} m, cap {self.map.max_voxels} voxels, "
-            f"frame '{self.frame_id}', pose from {pose_type}"
+            f"frame '{self.frame_id}', pose from {pose_type}, features from {self.feature_source}, "
+            f"text encoder: {self.text_encoder.identity if self.text_encoder else 'none (queries disabled)'}"
         )
+
+    def _load_text_encoder(self) -> TextEncoder | None:
+        """The configured text encoder, or None (logged) when its weights are missing: the node
+        still maps, and queries answer with the reason."""
+        p = lambda name: self.get_parameter(name).value  # noqa: E731
+        cfg = {"model": p("text_encoder_model"), "checkpoint": p("text_encoder_checkpoint") or None,
+               "random_init": p("text_encoder_random_init"), "template": p("text_template"),
+               "cache_path": p("text_cache_path") or None, "config_key": "parameter text_encoder_checkpoint"}
+        if cfg["random_init"] and p("text_encoder_random_dim") > 0:
+            cfg["model_cfg"] = tiny_clip_config(p("text_encoder_random_dim"))
+        try:
+            return TextEncoder(cfg)
+        except WeightsError as exc:
+            self._text_encoder_error = str(exc)
+            self.get_logger().error(f"text encoder not loaded: {exc}")
+            return None
 
     # ------------------------------------------------------------------ input
 
@@ -176,6 +225,7 @@ class MappingNode(Node):
             pose=pose_to_matrix(pose),
             frame_id=f"{stamp.sec}.{stamp.nanosec:09d}",
             timestamp=stamp.sec + stamp.nanosec * 1e-9,
+            labels=image_to_labels(msgs["labels"]) if "labels" in msgs else None,
         ).validate()
 
     # ------------------------------------------------------------------ output
@@ -234,16 +284,52 @@ class MappingNode(Node):
         return None
 
     def _on_query(self, request: Query.Request, response: Query.Response) -> Query.Response:
+        try:
+            return self._answer_query(request, response)
+        except Exception as exc:  # never an exception out of the callback: the caller gets the reason
+            self.get_logger().error(f"query failed: {exc!r}")
+            response.success, response.message = False, f"query failed: {exc}"
+            return response
+
+    def _answer_query(self, request: Query.Request, response: Query.Response) -> Query.Response:
         response.success = False
+        queries = [q.strip() for q in request.queries]
         reason = self._validate_queries(list(request.queries))
+        if reason is None and not np.isfinite(request.min_score):
+            reason = f"min_score must be a finite number, got {request.min_score}"
+        if reason is None and self.text_encoder is None:
+            reason = f"no text encoder is loaded: {self._text_encoder_error}"
         if reason is None and len(self.map) == 0:
             reason = "the map is empty: no RGB-D frame has been integrated yet"
-        if reason is None and self.map.features is None:
-            reason = f"the map holds {len(self.map)} voxels but no features yet: the 3D network has not run"
-        if reason is None:
-            reason = "no text encoder is loaded, so queries cannot be embedded"
-        response.message = reason
-        self.get_logger().warning(f"query rejected: {reason}")
+        if reason is not None:
+            response.message = reason
+            self.get_logger().warning(f"query rejected: {reason}")
+            return response
+        text = self.text_encoder.encode(queries)
+        class_text = self.text_encoder.encode(self.oracle_classes) if self.oracle_classes else None
+        with self.map_lock:
+            if self.feature_source == "oracle_labels":
+                self.map.set_features_from_labels(class_text)
+            if self.map.features is None:
+                response.message = (f"the map holds {len(self.map)} voxels but no features yet: "
+                                    "the 3D network has not run")
+                return response
+            result = self.map.query(text, min_score=float(request.min_score))
+            hit = result.labels >= 0
+            xyz = self.map.points()[hit].cpu().numpy().copy()
+            rgb = self.map.colors()[hit].cpu().numpy()
+        labels = result.labels[hit].cpu().numpy().astype(np.int32)
+        scores = result.scores[hit].cpu().numpy().astype(np.float32)
+        header = self._header()
+        response.cloud = points_to_cloud(xyz, rgb, header, label=labels, score=scores)
+        response.labels = queries
+        response.scores = [float(v) for v in result.best_scores.cpu().numpy()]
+        counts = np.bincount(labels, minlength=len(queries)) if len(labels) else np.zeros(len(queries), int)
+        response.success = True
+        response.message = ", ".join(f"{q}: {n} points" for q, n in zip(queries, counts, strict=True))
+        self.query_pub.publish(response.cloud)
+        self.marker_pub.publish(query_markers(xyz, labels, queries, header))
+        self.get_logger().info(f"query {queries} (min_score {request.min_score:.2f}): {response.message}")
         return response
 
 

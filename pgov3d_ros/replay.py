@@ -22,13 +22,14 @@ from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import CameraInfo, Image
 
 from pgov3d_core.data.scene import Scene, SceneError
-from pgov3d_ros.conversions import K_to_camera_info, depth_to_image, matrix_to_pose, rgb_to_image
+from pgov3d_ros.conversions import K_to_camera_info, depth_to_image, labels_to_image, matrix_to_pose, rgb_to_image
 
 
 class SceneReplayer(Node):
-    def __init__(self, scene: Scene, frame_id: str, camera_frame: str):
+    def __init__(self, scene: Scene, frame_id: str, camera_frame: str, labels: bool = False):
         super().__init__("pgov3d_replay")
         self.scene = scene
+        self.labels_pub = self.create_publisher(Image, "labels/image", qos_profile_sensor_data) if labels else None
         self.frame_id = frame_id
         self.camera_frame = camera_frame
         qos = qos_profile_sensor_data
@@ -39,7 +40,8 @@ class SceneReplayer(Node):
 
     def wait_for_subscribers(self, timeout: float) -> bool:
         deadline = time.monotonic() + timeout
-        pubs = (self.color_pub, self.depth_pub, self.info_pub, self.pose_pub)
+        pubs = [self.color_pub, self.depth_pub, self.info_pub, self.pose_pub] + (
+            [self.labels_pub] if self.labels_pub else [])
         while time.monotonic() < deadline:
             if all(p.get_subscription_count() > 0 for p in pubs):
                 return True
@@ -55,12 +57,16 @@ class SceneReplayer(Node):
         pose.header.stamp, pose.header.frame_id = stamp, self.frame_id
         matrix_to_pose(frame.pose, pose.pose)
         self.pose_pub.publish(pose)
+        if self.labels_pub is not None:
+            if frame.labels is None:
+                raise SceneError(f"frame {frame.frame_id}: --labels given but the scene has no label/ image")
+            self.labels_pub.publish(labels_to_image(frame.labels, stamp, self.camera_frame))
         self.depth_pub.publish(depth_msg)
 
 
 def replay_scene(scene: Scene, rate: float, fps: float, stride: int, frame_id: str, camera_frame: str,
-                 wait: float, max_frames: int | None = None, delay: float = 0.5) -> int:
-    node = SceneReplayer(scene, frame_id, camera_frame)
+                 wait: float, max_frames: int | None = None, delay: float = 0.5, labels: bool = False) -> int:
+    node = SceneReplayer(scene, frame_id, camera_frame, labels)
     try:
         if wait > 0 and not node.wait_for_subscribers(wait):
             node.get_logger().warning(f"no subscriber on every input topic after {wait} s; publishing anyway")
@@ -137,6 +143,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-frames", type=int, default=None, help="stop after this many frames")
     parser.add_argument("--frame-id", default="map", help="frame of the published poses (default map)")
     parser.add_argument("--camera-frame", default="camera_optical_frame", help="frame_id of images")
+    parser.add_argument("--labels", action="store_true",
+                        help="also publish the scene's label/ images on labels/image (16UC1, id + 1)")
     parser.add_argument("--delay", type=float, default=0.5,
                         help="seconds to pause after subscribers appear, before the first frame (default 0.5)")
     parser.add_argument("--wait", type=float, default=10.0,
@@ -155,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"error: {exc}", file=sys.stderr)
                 return 2
             replay_scene(scene, args.rate, args.fps, args.stride, args.frame_id, args.camera_frame, args.wait,
-                         args.max_frames, args.delay)
+                         args.max_frames, args.delay, args.labels)
     except (KeyboardInterrupt, ExternalShutdownException):
         return 130
     finally:

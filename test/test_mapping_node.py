@@ -116,6 +116,15 @@ def test_replayed_scene_builds_the_core_map_and_survives_garbage(tmp_path):
             send(4, depth=np.full_like(frame.depth, np.nan))  # no valid depth
             time.sleep(1.0)
 
+            from pgov3d_interfaces.srv import Query
+
+            no_encoder = call_service(node, node.create_client(Query, "/pgov3d/query"),
+                                      Query.Request(queries=["chair"]))
+            assert not no_encoder.success
+            assert no_encoder.message.startswith(
+                "no text encoder is loaded: parameter text_encoder_checkpoint is not set"
+            )
+
             saver = node.create_client(Trigger, "/pgov3d/save_map")
             saved = call_service(node, saver, Trigger.Request())
             assert saved.success, saved.message
@@ -138,3 +147,71 @@ def test_replayed_scene_builds_the_core_map_and_survives_garbage(tmp_path):
     assert np.array_equal(a["count"][order_a], b["count"][order_b])
     np.testing.assert_allclose(a["color"][order_a], b["color"][order_b], atol=1e-3)
     assert saved_map.frames_integrated == len(Scene(scene_dir))
+
+
+def test_query_labels_chairs_inside_the_ground_truth_chairs(tmp_path):
+    """Oracle feature mode: per-pixel ground-truth labels → voxel votes → class-name embeddings as
+    features; `/pgov3d/query` with a random-weight text encoder must then put 'chair' exactly where
+    the scene's chairs are (the text encoder maps equal texts to equal embeddings)."""
+    import rclpy
+    from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+    from scipy.spatial import cKDTree
+    from sensor_msgs.msg import PointCloud2
+    from visualization_msgs.msg import MarkerArray
+
+    from pgov3d_core.data.synthetic import CLASS_NAMES, generate_scene
+    from pgov3d_interfaces.srv import Query
+    from pgov3d_ros.conversions import cloud_to_arrays
+
+    scene_dir = generate_scene(tmp_path / "room", seed=5, n_frames=8, width=96, height=72)
+    truth = Scene(scene_dir).cloud()
+    cmd = node_command(
+        "mapping_node", "pgov3d_mapping", SHARE / "config" / "mapping.yaml",
+        "-p", "feature_source:=oracle_labels", "-p", f"oracle_class_names:={','.join(CLASS_NAMES)}",
+        "-p", "text_encoder_random_init:=true", "-p", "text_encoder_random_dim:=32", "-p", "voxel_size:=0.05",
+    )
+    replay_cmd = node_command("replay", "pgov3d_replay", None)
+    replay_cmd[1:1] = [str(scene_dir), "--fps", "5", "--labels"]
+    rclpy.init()
+    try:
+        with running_node(cmd, tmp_path / "node.log") as node_proc:
+            node = rclpy.create_node("pgov3d_test_query")
+            latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
+                                 durability=DurabilityPolicy.TRANSIENT_LOCAL)
+            query_clouds, markers = [], []
+            node.create_subscription(PointCloud2, "/pgov3d/query_cloud", query_clouds.append, latched)
+            node.create_subscription(MarkerArray, "/pgov3d/markers", markers.append, latched)
+            with running_node(replay_cmd, tmp_path / "replay.log") as replay_proc:
+                assert replay_proc.wait(60) == 0, (tmp_path / "replay.log").read_text()
+            client = node.create_client(Query, "/pgov3d/query")
+            # Random-weight text embeddings of different words still have cosines around 0.7, so only
+            # exact matches (1.0) may pass: other classes' voxels must stay unlabelled.
+            res = call_service(node, client, Query.Request(queries=["chair", "table", "floor"], min_score=0.99))
+            assert wait_for(lambda: query_clouds and markers, 10, node)
+            assert node_proc.poll() is None
+            node.destroy_node()
+    finally:
+        rclpy.shutdown()
+    log = (tmp_path / "node.log").read_text()
+    assert res.success, res.message + log
+    assert list(res.labels) == ["chair", "table", "floor"]
+    np.testing.assert_allclose(res.scores, 1.0, atol=0.01)  # each query matches its class exactly
+    cloud = cloud_to_arrays(res.cloud)
+    assert {f.name for f in res.cloud.fields} == {"x", "y", "z", "rgb", "label", "score"}
+    xyz = np.stack([cloud["x"], cloud["y"], cloud["z"]], 1)
+    # Precision: returned chair points whose nearest ground-truth point is a chair.
+    nearest = truth.labels[cKDTree(truth.xyz).query(xyz)[1]]
+    for q, name in enumerate(["chair", "table", "floor"]):
+        mine = cloud["label"] == q
+        assert mine.sum() > 20, (name, mine.sum())
+        precision = float(np.mean(nearest[mine] == CLASS_NAMES.index(name)))
+        assert precision >= 0.9, (name, precision, np.bincount(nearest[mine]), np.percentile(xyz[mine, 2], [5, 50, 95]))
+    # Recall: ground-truth chair voxels that the map observed and labelled chair.
+    chair_truth = truth.xyz[truth.labels == CLASS_NAMES.index("chair")]
+    seen = cKDTree(xyz).query(chair_truth)[0] < 0.05
+    chair_pts = cKDTree(xyz[cloud["label"] == 0])
+    recall = float(np.mean(chair_pts.query(chair_truth[seen])[0] < 0.05))
+    assert recall >= 0.8, recall
+    # Markers: a text label and a box per query with points.
+    texts = [m.text for m in markers[-1].markers if m.ns == "pgov3d_query_labels"]
+    assert sorted(t.split(" (")[0] for t in texts) == ["chair", "floor", "table"]
