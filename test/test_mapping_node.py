@@ -168,7 +168,7 @@ def test_query_labels_chairs_inside_the_ground_truth_chairs(tmp_path):
     cmd = node_command(
         "mapping_node", "pgov3d_mapping", SHARE / "config" / "mapping.yaml",
         "-p", "feature_source:=oracle_labels", "-p", f"oracle_class_names:={','.join(CLASS_NAMES)}",
-        "-p", "text_encoder_random_init:=true", "-p", "text_encoder_random_dim:=32", "-p", "voxel_size:=0.05",
+        "-p", "text_encoder_random_init:=true", "-p", "text_encoder_random_dim:=64", "-p", "voxel_size:=0.05",
     )
     replay_cmd = node_command("replay", "pgov3d_replay", None)
     replay_cmd[1:1] = [str(scene_dir), "--fps", "5", "--labels"]
@@ -205,7 +205,7 @@ def test_query_labels_chairs_inside_the_ground_truth_chairs(tmp_path):
         mine = cloud["label"] == q
         assert mine.sum() > 20, (name, mine.sum())
         precision = float(np.mean(nearest[mine] == CLASS_NAMES.index(name)))
-        assert precision >= 0.9, (name, precision, np.bincount(nearest[mine]), np.percentile(xyz[mine, 2], [5, 50, 95]))
+        assert precision >= 0.9, (name, precision)
     # Recall: ground-truth chair voxels that the map observed and labelled chair.
     chair_truth = truth.xyz[truth.labels == CLASS_NAMES.index("chair")]
     seen = cKDTree(xyz).query(chair_truth)[0] < 0.05

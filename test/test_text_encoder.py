@@ -27,6 +27,14 @@ def test_embeddings_normalised_distinct_and_cached(tmp_path):
     torch.testing.assert_close(again.encode(["table"]), emb[1:2])
 
 
+def test_random_init_embeddings_are_well_separated():
+    names = ["wall", "floor", "ceiling", "chair", "table", "sofa", "bed", "cabinet", "door", "window"]
+    emb = TextEncoder({"random_init": True, "model_cfg": tiny_clip_config(64)}).encode(names)
+    cos = emb @ emb.T
+    off = cos[~torch.eye(len(names), dtype=torch.bool)]
+    assert float(off.max()) < 0.9 and float(off.mean()) < 0.6
+
+
 def test_random_init_is_deterministic_across_processes():
     code = (
         "from pgov3d_core.labelling.text_encoder import TextEncoder, tiny_clip_config;"
