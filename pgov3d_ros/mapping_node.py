@@ -18,6 +18,7 @@ Services: /pgov3d/query (pgov3d_interfaces/srv/Query), /pgov3d/clear and /pgov3d
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections import Counter
@@ -59,6 +60,9 @@ PARAMETERS: dict[str, tuple[object, str]] = {
     "pose_type": ("pose_stamped", "Message type on the pose topic: 'pose_stamped' or 'odometry'."),
     "sync_slop": (0.02, "Largest stamp difference (s) between depth, colour and pose of one frame."),
     "sync_queue_size": (10, "Messages kept per stream while waiting for a match."),
+    "input_reliability": ("best_effort", "QoS reliability of the input subscriptions: 'best_effort' (sensor data; "
+                          "matches every publisher) or 'reliable' (lossless, needs reliable publishers such as "
+                          "the replay tool)."),
     "voxel_size": (0.02, "Voxel edge length of the map, metres."),
     "max_voxels": (2_000_000, "Hard cap on voxels; the least recently observed are evicted beyond it."),
     "max_depth": (5.0, "Depth readings farther than this (metres) are ignored."),
@@ -69,6 +73,7 @@ PARAMETERS: dict[str, tuple[object, str]] = {
     "max_queries": (32, "Longest accepted query list."),
     "max_query_length": (256, "Longest accepted query string, in characters."),
     "map_save_path": ("pgov3d_map.npz", "File that /pgov3d/save_map writes."),
+    "initial_map": ("", "Map file (from /pgov3d/save_map) to load at start-up and keep extending; empty: start empty."),
     "feature_source": ("network", "Per-voxel features: 'network' (the 3D network checkpoint) or 'oracle_labels' "
                        "(class embeddings of per-pixel labels from labels/image: testing and demos)."),
     "oracle_class_names": ("", "Comma-separated class names of labels/image ids (id k = name k-1) for "
@@ -103,6 +108,11 @@ class MappingNode(Node):
             raise ValueError("feature_source 'oracle_labels' needs parameter oracle_class_names")
         self.map = VoxelMap(voxel_size=p("voxel_size"), max_voxels=p("max_voxels"), max_depth=p("max_depth"),
                             stride=p("pixel_stride"), num_label_classes=len(self.oracle_classes))
+        if p("initial_map"):
+            # A bad file is a configuration error: fail at start-up, naming it, rather than map
+            # into an empty map the user believes holds their previous session.
+            self.map = VoxelMap.load(p("initial_map"), max_depth=p("max_depth"), stride=p("pixel_stride"))
+            self.get_logger().info(f"loaded {len(self.map)} voxels from {p('initial_map')}")
         self._text_encoder_error = ""
         self.text_encoder = self._load_text_encoder()
         # The map is shared by the input, timer and service threads; every access holds this lock
@@ -110,8 +120,10 @@ class MappingNode(Node):
         self.map_lock = threading.Lock()
         self.frames_integrated = 0
         self.drops: Counter[str] = Counter()
-        self._last_drop_log = 0.0
+        self.received: Counter[str] = Counter()
+        self.integration_seconds = 0.0
         self._camera_info: CameraInfo | None = None
+        self._last_drop_log = 0.0
 
         # Inputs in one mutually exclusive group (the synchroniser is single-threaded); services and
         # timers in others, so a query or a publish never waits for integration and vice versa.
@@ -119,11 +131,17 @@ class MappingNode(Node):
         services = MutuallyExclusiveCallbackGroup()
         timers = MutuallyExclusiveCallbackGroup()
 
+        # CameraInfo is not synchronised: calibration rarely changes, so the latest one is used and a
+        # lost CameraInfo message never costs a frame.
         streams = ["depth", "color", "pose"] + (["labels"] if self.feature_source == "oracle_labels" else [])
         self.sync = ApproximateTimeSync(streams, pivot="depth", slop=p("sync_slop"),
                                         queue_size=p("sync_queue_size"), on_match=self._on_synced,
                                         on_drop=self._on_sync_drop)
-        qos = qos_profile_sensor_data
+        reliability = p("input_reliability")
+        if reliability not in ("best_effort", "reliable"):
+            raise ValueError(f"parameter input_reliability must be 'best_effort' or 'reliable', got {reliability!r}")
+        qos = qos_profile_sensor_data if reliability == "best_effort" else QoSProfile(
+            depth=p("sync_queue_size"), reliability=ReliabilityPolicy.RELIABLE)
         self.create_subscription(Image, "color/image", lambda m: self._on_stream("color", m), qos,
                                  callback_group=inputs)
         self.create_subscription(Image, "depth/image", lambda m: self._on_stream("depth", m), qos,
@@ -148,6 +166,7 @@ class MappingNode(Node):
         self.create_service(Query, "/pgov3d/query", self._on_query, callback_group=services)
         self.create_service(Trigger, "/pgov3d/clear", self._on_clear, callback_group=services)
         self.create_service(Trigger, "/pgov3d/save_map", self._on_save, callback_group=services)
+        self.create_service(Trigger, "/pgov3d/status", self._on_status, callback_group=services)
         if p("map_publish_period") > 0:
             self.create_timer(p("map_publish_period"), self.publish_map, callback_group=timers)
         if p("diagnostics_period") > 0:
@@ -188,18 +207,22 @@ class MappingNode(Node):
         self._drop("unsynchronised", f"{stream} at {stamp:.3f}: {why}")
 
     def _on_camera_info(self, msg: CameraInfo) -> None:
+        self.received["info"] += 1
         self._camera_info = msg
 
     def _on_stream(self, stream: str, msg) -> None:
+        self.received[stream] += 1
         stamp = msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9
         self.sync.add(stream, stamp, msg)
 
     def _on_synced(self, msgs: dict) -> None:
         try:
+            t = time.perf_counter()
             frame = self._to_frame(msgs)
             with self.map_lock:
                 self.map.integrate(frame)
             self.frames_integrated += 1
+            self.integration_seconds += time.perf_counter() - t
         except ConversionError as exc:
             self._drop("bad message", str(exc))
         except FrameError as exc:
@@ -254,6 +277,22 @@ class MappingNode(Node):
         response.success, response.message = True, f"cleared {n} voxels"
         self.get_logger().info(response.message)
         self.publish_map()
+        return response
+
+    def status(self) -> dict:
+        """Counters for diagnostics and benchmarks."""
+        return {
+            "frames_integrated": self.frames_integrated,
+            "voxels": len(self.map),
+            "voxels_with_features": int(self.map.has_feature().sum()) if len(self.map) else 0,
+            "dropped": dict(self.drops),
+            "received": dict(self.received),
+            "integration_seconds": round(self.integration_seconds, 3),
+            "feature_source": self.feature_source,
+        }
+
+    def _on_status(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
+        response.success, response.message = True, json.dumps(self.status())
         return response
 
     def _on_save(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:

@@ -18,25 +18,31 @@ import rclpy
 from geometry_msgs.msg import PoseStamped
 from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
-from rclpy.qos import qos_profile_sensor_data
+from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CameraInfo, Image
 
 from pgov3d_core.data.scene import Scene, SceneError
 from pgov3d_ros.conversions import K_to_camera_info, depth_to_image, labels_to_image, matrix_to_pose, rgb_to_image
+
+RELIABLE_INPUT = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
 
 
 class SceneReplayer(Node):
     def __init__(self, scene: Scene, frame_id: str, camera_frame: str, labels: bool = False):
         super().__init__("pgov3d_replay")
         self.scene = scene
-        self.labels_pub = self.create_publisher(Image, "labels/image", qos_profile_sensor_data) if labels else None
+        self.labels_pub = None
         self.frame_id = frame_id
         self.camera_frame = camera_frame
-        qos = qos_profile_sensor_data
+        # Reliable publishers match both best-effort and reliable subscribers; with a reliable
+        # subscriber (mapping node input_reliability: reliable) the replay is lossless.
+        qos = RELIABLE_INPUT
         self.color_pub = self.create_publisher(Image, "color/image", qos)
         self.depth_pub = self.create_publisher(Image, "depth/image", qos)
         self.info_pub = self.create_publisher(CameraInfo, "depth/camera_info", qos)
         self.pose_pub = self.create_publisher(PoseStamped, "pose", qos)
+        if labels:
+            self.labels_pub = self.create_publisher(Image, "labels/image", qos)
 
     def wait_for_subscribers(self, timeout: float) -> bool:
         deadline = time.monotonic() + timeout
@@ -78,10 +84,9 @@ def replay_scene(scene: Scene, rate: float, fps: float, stride: int, frame_id: s
         t0_ros = node.get_clock().now()
         period = 1.0 / fps
         for k, i in enumerate(indices):
-            target = t0_wall + k * period / rate
-            delay = target - time.monotonic()
-            if delay > 0:
-                time.sleep(delay)
+            ahead = t0_wall + k * period / rate - time.monotonic()
+            if ahead > 0:
+                time.sleep(ahead)
             stamp = (t0_ros + rclpy.duration.Duration(seconds=k * period)).to_msg()
             try:
                 node.publish_frame(i, stamp)
@@ -117,7 +122,7 @@ def replay_bag(bag: Path, rate: float) -> int:
             for conn, t_ns, raw in reader.messages():
                 if conn.topic not in pubs:
                     pubs[conn.topic] = (node.create_publisher(get_message(conn.msgtype), conn.topic,
-                                                              qos_profile_sensor_data), get_message(conn.msgtype))
+                                                              RELIABLE_INPUT), get_message(conn.msgtype))
                 pub, cls = pubs[conn.topic]
                 t_first = t_ns if t_first is None else t_first
                 delay = t0 + (t_ns - t_first) * 1e-9 / rate - time.monotonic()
