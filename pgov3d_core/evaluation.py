@@ -218,6 +218,7 @@ def render_top_down(out_png: str | Path, xyz: np.ndarray, pred: np.ndarray, gt: 
     handles = [plt.Rectangle((0, 0), 1, 1, color=palette[i % len(palette)] / 255) for i in present]
     fig.legend(handles, [class_names[i] for i in present], loc="lower center", ncol=min(8, len(present)), fontsize=8)
     fig.tight_layout(rect=(0, 0.08, 1, 1))
+    Path(out_png).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out_png, dpi=100)
     plt.close(fig)
     return Path(out_png)

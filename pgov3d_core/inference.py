@@ -1,0 +1,62 @@
+"""Run a trained 3D network on point clouds: per-point features in the text-embedding space.
+
+Used by Stage 2's pseudo-labelling, by evaluation and by the online node's network pass; the
+network input is built exactly as in training (colour in [-1, 1], voxel means at the training
+voxel size).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from pgov3d_core.models import build_model
+from pgov3d_core.models.batch import collate_clouds, voxelize_cloud
+from pgov3d_core.training.checkpoint import CheckpointError, load_checkpoint
+
+
+@dataclass
+class PointFeaturePredictor:
+    model: nn.Module
+    voxel_size: float
+    device: torch.device
+    text_encoder_identity: str = ""
+    checkpoint_step: int = -1
+
+    @classmethod
+    def from_checkpoint(cls, path: str | os.PathLike, device: str | torch.device = "cpu") -> PointFeaturePredictor:
+        """Model + voxel size from a pgov3d checkpoint (loaded with weights_only=True)."""
+        ckpt = load_checkpoint(path, map_location="cpu")
+        try:
+            model = build_model(ckpt["model_config"])
+            model.load_state_dict(ckpt["model"])
+            voxel_size = float(((ckpt.get("config") or {}).get("data") or {}).get("voxel_size", 0.05))
+        except (KeyError, RuntimeError, ValueError) as exc:
+            raise CheckpointError(f"{path}: checkpoint does not hold a usable model ({exc})") from None
+        if getattr(model, "in_channels", 3) != 3:
+            raise CheckpointError(f"{path}: the model takes {model.in_channels} input channels; only colour "
+                                  "(3) is available on full clouds")
+        device = torch.device(device)
+        identity = (ckpt.get("text_encoder") or {}).get("identity", "")
+        return cls(model.to(device).eval(), voxel_size, device, identity, int(ckpt.get("step", -1)))
+
+    @property
+    def feature_dim(self) -> int:
+        return int(self.model.out_channels)
+
+    @torch.no_grad()
+    def features(self, xyz: torch.Tensor, rgb: torch.Tensor) -> torch.Tensor:
+        """(N, D) L2-normalised features for points `xyz` (N, 3) with colours `rgb` (N, 3) in
+        0–255 (uint8 or float). Returned on CPU, float32."""
+        xyz = torch.as_tensor(xyz, dtype=torch.float32)
+        if xyz.shape[0] == 0:
+            return torch.zeros((0, self.feature_dim))
+        colour = torch.as_tensor(rgb).to(torch.float32) / 255.0
+        cloud = voxelize_cloud(xyz.cpu(), colour.cpu() * 2.0 - 1.0, self.voxel_size)
+        batch = collate_clouds([cloud]).to(self.device)
+        with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.device.type == "cuda"):
+            out = self.model(batch)
+        return out.float().cpu()

@@ -1,0 +1,268 @@
+"""The whole PGOV3D curriculum as one resumable pipeline (training/run_curriculum.py):
+
+    data → labels → stage1 → stage2 → eval
+
+data    synthetic rooms are generated when the config asks for them (complete scenes are kept)
+labels  pixel-wise entities for every training frame (the labelling pipeline's resumable cache;
+        `labelling.labeller: oracle` without model weights, `models` with them)
+stage1  partial-scene pre-training (skipped when its final checkpoint exists)
+stage2  pseudo-labels from the stage-1 model + full-scene fine-tuning (skipped when done)
+eval    zero-shot segmentation of the held-out scenes' clouds with each trained model: mIoU,
+        mAcc, per-class IoU, optional base/novel hIoU; markdown/JSON report + PNGs
+
+A training stage with an unfinished run (checkpoints below its final step) continues only with
+`resume=True`; `from_stage` starts that stage and every later one over, moving the old run folders
+aside (nothing trained is deleted).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from pgov3d_core.config import apply_overrides, get, load_config, merge
+from pgov3d_core.data.scene import Scene
+from pgov3d_core.evaluation import (
+    SegmentationMetrics,
+    base_novel_metrics,
+    predict_classes,
+    render_top_down,
+    write_report,
+)
+from pgov3d_core.inference import PointFeaturePredictor
+from pgov3d_core.labelling.text_encoder import TextEncoder
+from pgov3d_core.training.checkpoint import checkpoint_dir, latest_checkpoint, load_checkpoint
+from pgov3d_core.training.stage1_data import scene_paths
+
+log = logging.getLogger(__name__)
+
+STAGES = ("data", "labels", "stage1", "stage2", "eval")
+
+
+@dataclass
+class CurriculumOptions:
+    from_stage: str | None = None
+    resume: bool = False
+    no_consistency: bool = False
+    no_stage2: bool = False
+    stage2_from_scratch: bool = False
+    progress: bool = True
+
+
+@dataclass
+class StepResult:
+    stage: str
+    status: str  # ran | skipped | resumed
+    seconds: float
+    detail: str = ""
+
+
+@dataclass
+class CurriculumResult:
+    run_dir: Path
+    steps: list[StepResult] = field(default_factory=list)
+    metrics: dict[str, SegmentationMetrics] = field(default_factory=dict)
+    base_novel: dict[str, dict] = field(default_factory=dict)
+    report: dict[str, Path] = field(default_factory=dict)
+
+
+class CurriculumError(RuntimeError):
+    pass
+
+
+def _stage_cfg(cfg: dict, name: str) -> dict:
+    section = cfg.get(name) or {}
+    base = load_config(section["config"]) if section.get("config") else {}
+    out = merge(base, {k: v for k, v in section.items() if k not in ("config", "overrides")})
+    return apply_overrides(out, [f"{k}={json.dumps(v)}" for k, v in (section.get("overrides") or {}).items()])
+
+
+def _final_step(run_dir: Path) -> int | None:
+    path = latest_checkpoint(run_dir)
+    return None if path is None else int(load_checkpoint(path)["step"])
+
+
+def _move_aside(path: Path) -> None:
+    if path.exists():
+        target = path.with_name(f"{path.name}.old-{time.strftime('%Y%m%d-%H%M%S')}")
+        path.rename(target)
+        log.warning("moved the previous %s run aside to %s", path.name, target)
+
+
+def _training_stage(name: str, run_dir: Path, steps: int, opts: CurriculumOptions, forced: bool, train_fn) -> str:
+    """Run (or skip, or resume) a training stage; returns the status."""
+    if forced:
+        _move_aside(run_dir)
+    done = _final_step(run_dir) if checkpoint_dir(run_dir).exists() else None
+    if done is not None and done >= steps:
+        return "skipped"
+    if done is not None and not opts.resume:
+        raise CurriculumError(
+            f"{name} has an unfinished run in {run_dir} (step {done} of {steps}): pass --resume to continue it "
+            f"or --from-stage {name} to start it over"
+        )
+    train_fn(resume=done is not None)
+    return "resumed" if done is not None else "ran"
+
+
+def evaluate_checkpoint(
+    checkpoint: Path, scenes: list[Scene], encoder: TextEncoder, class_names: list[str], device: str = "cpu",
+    render_dir: Path | None = None, tag: str = "",
+) -> SegmentationMetrics:
+    """Zero-shot segmentation of the scenes' full clouds: argmax cosine against the class names'
+    text embeddings; metrics over all scenes' points (one confusion matrix)."""
+    predictor = PointFeaturePredictor.from_checkpoint(checkpoint, device)
+    text = encoder.encode(class_names)
+    preds, gts = [], []
+    for scene in scenes:
+        cloud = scene.cloud()
+        if cloud is None:
+            raise CurriculumError(f"{scene.root}: evaluation needs the scene cloud scene.ply with labels")
+        feats = predictor.features(torch.from_numpy(cloud.xyz), torch.from_numpy(cloud.rgb))
+        pred = predict_classes(feats, text).numpy()
+        preds.append(pred)
+        gts.append(cloud.labels)
+        if render_dir is not None:
+            render_top_down(render_dir / f"top_down_{tag}_{scene.root.name}.png", cloud.xyz, pred, cloud.labels,
+                            class_names)
+    return SegmentationMetrics.from_predictions(np.concatenate(preds), np.concatenate(gts), class_names)
+
+
+def run_curriculum(cfg: dict, opts: CurriculumOptions | None = None) -> CurriculumResult:
+    opts = opts or CurriculumOptions()
+    if opts.from_stage is not None and opts.from_stage not in STAGES:
+        raise CurriculumError(f"--from-stage must be one of {', '.join(STAGES)}, got {opts.from_stage!r}")
+    forced = set(STAGES[STAGES.index(opts.from_stage):]) if opts.from_stage else set()
+    run_dir = Path(cfg.get("run_dir") or "outputs/curriculum")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    result = CurriculumResult(run_dir)
+    data = cfg.get("data") or {}
+    train_root, val_root = Path(data["train_root"]), Path(data["val_root"])
+
+    def step(name: str, fn):
+        t = time.monotonic()
+        status, detail = fn()
+        result.steps.append(StepResult(name, status, time.monotonic() - t, detail))
+        log.info("[%s] %s %s", name, status, detail)
+
+    # -- data
+    def do_data():
+        syn = data.get("synthetic")
+        if not syn:
+            return "skipped", "using existing scenes"
+        from pgov3d_core.data.synthetic import generate_dataset
+
+        kw = {k: v for k, v in syn.items() if k not in ("train_seeds", "val_seeds")}
+        tr = generate_dataset(train_root, syn["train_seeds"], **kw)
+        va = generate_dataset(val_root, syn["val_seeds"], **kw)
+        return "ran", f"{len(tr)} training and {len(va)} held-out synthetic scenes"
+
+    step("data", do_data)
+    train_scenes, val_scenes = scene_paths(train_root), scene_paths(val_root)
+    if not train_scenes or not val_scenes:
+        raise CurriculumError(f"no scenes under {train_root} or {val_root}")
+
+    # -- labels
+    lab = cfg.get("labelling") or {}
+
+    def do_labels():
+        from pgov3d_core.labelling.pipeline import label_scenes
+
+        # Every frame: stage 1 reads the entities of its sampled frames and of their partner frames,
+        # and stage 2 builds each scene's vocabulary from all of them.
+        reports = label_scenes(train_root, lab.get("config"), labeller=lab.get("labeller", "oracle"),
+                               stride=1, progress=opts.progress, print_summary=False)
+        failed = {f"{r.root.name}/{fid}": why for r in reports for fid, why in r.failed.items()}
+        if failed:
+            raise CurriculumError(f"labelling failed for {len(failed)} frames, e.g. {next(iter(failed.items()))}")
+        written = sum(r.written for r in reports)
+        return ("ran" if written else "skipped"), (f"{len(reports)} scenes, {written} frames labelled, "
+                                                    f"{sum(r.cached for r in reports)} cached")
+
+    step("labels", do_labels)
+
+    # -- stage 1
+    s1 = _stage_cfg(cfg, "stage1")
+    s1["data"] = merge(s1.get("data") or {}, {"root": str(train_root), "labels": "entities"})
+    s1["data"].pop("synthetic", None)
+    s1.get("data", {}).pop("scenes", None)
+    suffix = "_nocons" if opts.no_consistency else ""
+    if opts.no_consistency:
+        s1 = merge(s1, {"loss": {"lambda": 0.0}})
+    s1["train"] = merge(s1.get("train") or {}, {"progress": opts.progress})
+    s1_dir = run_dir / f"stage1{suffix}"
+
+    def do_stage1():
+        from pgov3d_core.training.stage1 import run_stage1
+
+        status = _training_stage("stage1", s1_dir, int(get(s1, "train.steps")), opts, "stage1" in forced,
+                                 lambda resume: run_stage1(s1, s1_dir, resume))
+        return status, str(s1_dir)
+
+    step("stage1", do_stage1)
+    s1_ckpt = latest_checkpoint(s1_dir)
+
+    # -- stage 2
+    s2_ckpt = None
+    if not opts.no_stage2:
+        s2 = _stage_cfg(cfg, "stage2")
+        s2["text_encoder"] = copy.deepcopy(s1.get("text_encoder"))
+        s2["data"] = merge(s2.get("data") or {}, {"root": str(train_root), "labels": "entities"})
+        s2["pseudo"] = merge(s2.get("pseudo") or {}, {"checkpoint": str(s1_ckpt)})
+        s2["train"] = merge(s2.get("train") or {}, {"progress": opts.progress,
+                                                    "init_from": None if opts.stage2_from_scratch else str(s1_ckpt)})
+        if opts.stage2_from_scratch:
+            s2["model"] = load_checkpoint(s1_ckpt)["model_config"]
+        s2_dir = run_dir / ("stage2" + suffix + ("_scratch" if opts.stage2_from_scratch else ""))
+
+        def do_stage2():
+            from pgov3d_core.training.stage2 import run_stage2
+
+            status = _training_stage("stage2", s2_dir, int(get(s2, "train.steps")), opts, "stage2" in forced,
+                                     lambda resume: run_stage2(s2, s2_dir, resume, progress=opts.progress))
+            return status, str(s2_dir)
+
+        step("stage2", do_stage2)
+        s2_ckpt = latest_checkpoint(s2_dir)
+
+    # -- evaluation
+    ev = cfg.get("evaluation") or {}
+
+    def do_eval():
+        scenes = [Scene(p) for p in val_scenes]
+        class_names = list(ev.get("class_names") or scenes[0].class_names)
+        encoder = TextEncoder(copy.deepcopy(s1.get("text_encoder")) or {})
+        report_dir = run_dir / "report"
+        runs = {"stage 1": s1_ckpt} | ({"stage 2": s2_ckpt} if s2_ckpt else {})
+        for name, ckpt in runs.items():
+            result.metrics[name] = evaluate_checkpoint(ckpt, scenes, encoder, class_names, render_dir=report_dir,
+                                                       tag=name.replace(" ", ""))
+            for split in ev.get("base_novel_splits") or []:
+                result.base_novel.setdefault(name, {})[split] = asdict(base_novel_metrics(result.metrics[name], split))
+        result.report = write_report(report_dir, result.metrics, title="pgov3d curriculum: held-out scenes",
+                                     extra={"base_novel": result.base_novel,
+                                            "checkpoints": {k: str(v) for k, v in runs.items()}})
+        return "ran", str(report_dir)
+
+    step("eval", do_eval)
+    return result
+
+
+def summary_table(result: CurriculumResult) -> str:
+    lines = ["| step | status | time |", "| --- | --- | --- |"]
+    lines += [f"| {s.stage} | {s.status} | {s.seconds:.0f} s |" for s in result.steps]
+    lines += ["", "| model | mIoU | mAcc | overall acc |", "| --- | --- | --- | --- |"]
+    for name, m in result.metrics.items():
+        lines.append(f"| {name} | {100 * m.miou:.1f} | {100 * m.macc:.1f} | {100 * m.overall_acc:.1f} |")
+    for name, splits in result.base_novel.items():
+        for split, bn in splits.items():
+            lines.append(f"| {name} {split} | mIoU^B {100 * bn['miou_base']:.1f} | mIoU^N {100 * bn['miou_novel']:.1f} "
+                         f"| hIoU {100 * bn['hiou']:.1f} |")
+    return "\n".join(lines)

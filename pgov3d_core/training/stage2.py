@@ -1,0 +1,229 @@
+"""Stage 2 of the curriculum (paper §3.2): fine-tuning on complete scene clouds against the
+stage-1 model's point-wise pseudo-labels.
+
+  1. Scene vocabulary C = union of the scene's frame entities (the same label source as stage 1),
+     normalised (`pseudo_labels.scene_vocabulary`).
+  2. Pseudo-labels: the stage-1 model on the full cloud under repeated random grid sampling,
+     probabilities averaged, low-confidence points ignored (`pseudo_labels`), cached per scene.
+  3. Training: the alignment loss of every pseudo-labelled point against the text embedding of its
+     entity (Eq. 2 on full scenes; no frame pairs, so no consistency term), with the generic
+     Trainer, initialised from the stage-1 checkpoint (`train.init_from`) or from scratch.
+
+Config sections: run_dir, model (only for from-scratch runs; otherwise the stage-1 checkpoint's
+architecture), text_encoder, data (scenes | root, labels, voxel_size, max_points, augment),
+pseudo (checkpoint, voxel_size, temperature, confidence, min_passes, max_passes), train, dist.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from pgov3d_core.config import get
+from pgov3d_core.data.scene import Scene, SceneError
+from pgov3d_core.inference import PointFeaturePredictor
+from pgov3d_core.labelling.text_encoder import TextEncoder
+from pgov3d_core.models import build_model, resolve_model_config
+from pgov3d_core.models.batch import VoxelCloud, collate_clouds, voxelize_cloud
+from pgov3d_core.training.augment import Augmentation, AugmentConfig
+from pgov3d_core.training.checkpoint import load_checkpoint
+from pgov3d_core.training.distributed import barrier, init_distributed
+from pgov3d_core.training.labels import FrameLabelSource, make_label_source
+from pgov3d_core.training.pseudo_labels import (
+    PseudoLabels,
+    cache_path,
+    load_pseudo_labels,
+    pseudo_label_points,
+    save_pseudo_labels,
+    scene_vocabulary,
+)
+from pgov3d_core.training.stage1 import Stage1Objective, TextEmbeddingBank, resolve_scenes
+from pgov3d_core.training.stage1_data import Stage1Batch
+from pgov3d_core.training.trainer import Trainer
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class PseudoConfig:
+    checkpoint: str | None = None  # the stage-1 model that labels the scenes
+    voxel_size: float = 0.05  # grid of the repeated random sampling
+    temperature: float = 0.01  # softmax(cos / T)
+    confidence: float = 0.5  # averaged top probability below this → ignored
+    min_passes: int = 2
+    max_passes: int | None = 16
+    seed: int = 0
+
+    @classmethod
+    def from_dict(cls, d: dict | None) -> PseudoConfig:
+        d = dict(d or {})
+        unknown = sorted(set(d) - set(cls.__dataclass_fields__))
+        if unknown:
+            raise ValueError(f"unknown pseudo key(s) {unknown}; known: {sorted(cls.__dataclass_fields__)}")
+        return cls(**d)
+
+
+def scene_entity_vocabulary(scene: Scene, source: FrameLabelSource) -> list[str]:
+    """Union C of the entity names present in the scene's frames (C_i of every frame)."""
+    names_per_frame = []
+    for fid in scene.frame_ids:
+        labels, names = source.frame_labels(scene, fid)
+        present = {names[k] for k in set(labels[labels >= 0].ravel().tolist())}
+        names_per_frame.append(sorted(present))
+    return scene_vocabulary(names_per_frame)
+
+
+def pseudo_label_tag(predictor: PointFeaturePredictor, pcfg: PseudoConfig, checkpoint: str | os.PathLike) -> str:
+    """Cache key: which model (file and step) and which settings produced the labels."""
+    key = f"{Path(checkpoint).resolve()}|{predictor.checkpoint_step}|{pcfg}"
+    return "stage1_" + hashlib.sha1(key.encode()).hexdigest()[:12]
+
+
+def generate_pseudo_labels(
+    scenes: list[Scene],
+    predictor: PointFeaturePredictor,
+    encoder: TextEncoder,
+    source: FrameLabelSource,
+    pcfg: PseudoConfig,
+    tag: str,
+    progress: bool = True,
+) -> list[dict]:
+    """Pseudo-label every scene's cloud (cached; valid caches are reused). Returns per-scene stats."""
+    from tqdm import tqdm
+
+    stats = []
+    for scene in tqdm(scenes, desc="pseudo-labels", disable=not progress, unit="scene"):
+        cloud = scene.cloud()
+        if cloud is None:
+            raise SceneError(f"{scene.root}: stage 2 needs the full-scene cloud scene.ply")
+        vocabulary = scene_entity_vocabulary(scene, source)
+        path = cache_path(scene.root, tag)
+        pl = load_pseudo_labels(path, n_points=len(cloud.xyz), vocabulary=vocabulary)
+        reused = pl is not None
+        if pl is None:
+            xyz = torch.from_numpy(cloud.xyz)
+            rgb = torch.from_numpy(cloud.rgb)
+            text = encoder.encode(vocabulary)
+            g = torch.Generator().manual_seed(pcfg.seed)
+            pl = pseudo_label_points(
+                lambda idx, xyz=xyz, rgb=rgb: predictor.features(xyz[idx], rgb[idx]),
+                xyz, text, vocabulary, voxel_size=pcfg.voxel_size, temperature=pcfg.temperature,
+                min_passes=pcfg.min_passes, max_passes=pcfg.max_passes,
+                confidence_threshold=pcfg.confidence, generator=g,
+            )
+            save_pseudo_labels(path, pl)
+        kept = float((pl.labels >= 0).mean()) if len(pl.labels) else 0.0
+        stats.append({"scene": str(scene.root), "points": len(pl.labels), "vocabulary": len(vocabulary),
+                      "labelled_fraction": kept, "cached": reused})
+    return stats
+
+
+# ------------------------------------------------------------------ full-scene training data
+
+
+@dataclass
+class FullSceneConfig:
+    voxel_size: float = 0.05
+    max_points: int | None = 200_000  # random spatial crop (a ball around a random point) beyond this
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+
+    @classmethod
+    def from_dict(cls, d: dict | None) -> FullSceneConfig:
+        d = {k: v for k, v in dict(d or {}).items() if k in cls.__dataclass_fields__}
+        d["augment"] = AugmentConfig.from_dict(d.get("augment"))
+        return cls(**d)
+
+
+@dataclass
+class FullSceneSample:
+    cloud: VoxelCloud
+    labels: torch.Tensor  # (N,) int64 into names, -1 = ignored
+    names: list[str]
+
+
+class FullSceneDataset:
+    """Sample source of pseudo-labelled full scenes (one scene per sample)."""
+
+    def __init__(self, scenes: list[Scene], tag: str, cfg: FullSceneConfig):
+        self.cfg = cfg
+        self.items: list[tuple[torch.Tensor, torch.Tensor, PseudoLabels]] = []
+        for scene in scenes:
+            cloud = scene.cloud()
+            pl = load_pseudo_labels(cache_path(scene.root, tag), n_points=None if cloud is None else len(cloud.xyz))
+            if cloud is None or pl is None:
+                raise SceneError(f"{scene.root}: no valid pseudo-labels ({tag}); run the pseudo-label step")
+            self.items.append((torch.from_numpy(cloud.xyz), torch.from_numpy(cloud.rgb), pl))
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def get(self, index: int, generator: torch.Generator) -> FullSceneSample:
+        xyz, rgb, pl = self.items[index]
+        labels = torch.from_numpy(pl.labels).long()
+        if self.cfg.max_points is not None and xyz.shape[0] > self.cfg.max_points:
+            centre = xyz[int(torch.randint(xyz.shape[0], (1,), generator=generator))]
+            keep = torch.argsort(((xyz - centre) ** 2).sum(1))[: self.cfg.max_points]
+            xyz, rgb, labels = xyz[keep], rgb[keep], labels[keep]
+        aug = Augmentation.sample(self.cfg.augment, generator)
+        pts = aug.points(xyz, xyz.mean(dim=0))
+        feats = aug.colors(rgb.to(torch.float32) / 255.0) * 2.0 - 1.0
+        return FullSceneSample(voxelize_cloud(pts, feats, self.cfg.voxel_size), labels, pl.vocabulary)
+
+    def collate(self, samples: list[FullSceneSample]) -> Stage1Batch:
+        """The stage-1 batch layout without frame pairs (so Stage1Objective's consistency is 0)."""
+        vocabulary = sorted({n for s in samples for n in s.names})
+        lookup = {n: i for i, n in enumerate(vocabulary)}
+        labels = []
+        for s in samples:
+            table = torch.tensor([lookup[n] for n in s.names] + [-1], dtype=torch.int64)
+            labels.append(table[s.labels])
+        return Stage1Batch(collate_clouds([s.cloud for s in samples]), torch.cat(labels), vocabulary,
+                           torch.zeros((0, 2), dtype=torch.int64))
+
+
+# ------------------------------------------------------------------ orchestration
+
+
+def run_stage2(cfg: dict, run_dir: str | os.PathLike | None = None, resume: bool | str = False,
+               progress: bool = True) -> Trainer:
+    """Pseudo-label the training scenes with the stage-1 checkpoint, then fine-tune (from it, or
+    from scratch when train.init_from is null and `from_scratch` is set)."""
+    ctx = init_distributed(get(cfg, "dist.backend", "auto"), get(cfg, "dist.device", "auto"))
+    pcfg = PseudoConfig.from_dict(cfg.get("pseudo"))
+    if not pcfg.checkpoint:
+        raise ValueError("pseudo.checkpoint: the stage-1 checkpoint that produces the pseudo-labels is required")
+    data_cfg = cfg.get("data") or {}
+    scenes = [Scene(p) for p in resolve_scenes(data_cfg, ctx)]
+    encoder = TextEncoder(cfg.get("text_encoder") or {})
+    predictor = PointFeaturePredictor.from_checkpoint(pcfg.checkpoint, ctx.device)
+    if predictor.text_encoder_identity and predictor.text_encoder_identity != encoder.identity:
+        raise ValueError(f"stage-1 checkpoint was trained against text encoder {predictor.text_encoder_identity!r}, "
+                         f"but stage 2 is configured with {encoder.identity!r}")
+    tag = pseudo_label_tag(predictor, pcfg, pcfg.checkpoint)
+    if ctx.is_main:
+        for s in generate_pseudo_labels(scenes, predictor, encoder, make_label_source(data_cfg.get("labels")),
+                                        pcfg, tag, progress):
+            log.info("pseudo-labels %s: %d points, %d entities, %.0f%% confident%s", s["scene"], s["points"],
+                     s["vocabulary"], 100 * s["labelled_fraction"], " (cached)" if s["cached"] else "")
+    barrier(ctx)
+    dataset = FullSceneDataset(scenes, tag, FullSceneConfig.from_dict(data_cfg))
+    init_from = get(cfg, "train.init_from")
+    if init_from:
+        model_cfg = load_checkpoint(init_from)["model_config"]
+    else:
+        model_cfg = dict(cfg.get("model") or load_checkpoint(pcfg.checkpoint)["model_config"])
+        model_cfg = resolve_model_config(model_cfg)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(int(get(cfg, "train.seed", 0)))
+        model: nn.Module = build_model(model_cfg)
+    objective = Stage1Objective(TextEmbeddingBank(encoder, ctx.device), lam=0.0)
+    trainer = Trainer(model, dataset, objective, cfg, run_dir or cfg.get("run_dir") or "outputs/stage2", ctx,
+                      model_config=model_cfg, stage="stage2")
+    trainer.fit(resume)
+    return trainer
