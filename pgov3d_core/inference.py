@@ -25,6 +25,7 @@ class PointFeaturePredictor:
     device: torch.device
     text_encoder_identity: str = ""
     checkpoint_step: int = -1
+    text_encoder_config: dict | None = None  # the training run's text_encoder section
 
     @classmethod
     def from_checkpoint(cls, path: str | os.PathLike, device: str | torch.device = "cpu") -> PointFeaturePredictor:
@@ -41,7 +42,9 @@ class PointFeaturePredictor:
                                   "(3) is available on full clouds")
         device = torch.device(device)
         identity = (ckpt.get("text_encoder") or {}).get("identity", "")
-        return cls(model.to(device).eval(), voxel_size, device, identity, int(ckpt.get("step", -1)))
+        te_cfg = (ckpt.get("config") or {}).get("text_encoder")
+        return cls(model.to(device).eval(), voxel_size, device, identity, int(ckpt.get("step", -1)),
+                   dict(te_cfg) if isinstance(te_cfg, dict) else None)
 
     @property
     def feature_dim(self) -> int:

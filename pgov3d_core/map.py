@@ -254,6 +254,16 @@ class VoxelMap:
             evicted = self._evict(int(self.max_voxels * (1.0 - self.evict_fraction)))
         return IntegrateStats(int(points.shape[0]), m, n_new, evicted)
 
+    def rows_of(self, keys: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Current rows of voxel `keys` (any order) and a mask of those still in the map (a voxel
+        can be evicted while a network pass computes its feature)."""
+        keys = torch.as_tensor(keys, dtype=torch.int64, device=self.device)
+        if self._n == 0 or keys.numel() == 0:
+            return torch.zeros_like(keys), torch.zeros_like(keys, dtype=torch.bool)
+        pos = torch.searchsorted(self._sorted_keys, keys).clamp(max=self._n - 1)
+        found = self._sorted_keys[pos] == keys
+        return torch.where(found, self._sorted_slots[pos], torch.zeros_like(keys)), found
+
     def _lookup(self, sorted_query_keys: torch.Tensor):
         """Slots of keys already in the map, and a mask of the ones that are new."""
         slots = torch.full_like(sorted_query_keys, -1)

@@ -25,6 +25,7 @@ from collections import Counter
 
 import numpy as np
 import rclpy
+import torch
 from geometry_msgs.msg import PoseStamped
 from nav_msgs.msg import Odometry
 from rcl_interfaces.msg import ParameterDescriptor
@@ -78,6 +79,11 @@ PARAMETERS: dict[str, tuple[object, str]] = {
                        "(class embeddings of per-pixel labels from labels/image: testing and demos)."),
     "oracle_class_names": ("", "Comma-separated class names of labels/image ids (id k = name k-1) for "
                            "feature_source 'oracle_labels'."),
+    "checkpoint": ("", "pgov3d checkpoint of the 3D network (stage 1 or 2) for feature_source 'network'."),
+    "device": ("auto", "Device of the 3D network and text encoder: auto (CUDA when present), cpu, cuda."),
+    "network_period": (2.0, "Seconds between network passes over the map (0 disables)."),
+    "network_voxel_budget": (200000, "Most voxels one network pass covers: the whole map when it is smaller, "
+                             "else the region around the most recently changed voxels."),
     "text_encoder_model": ("ViT-B-32", "open_clip architecture of the text encoder."),
     "text_encoder_checkpoint": ("", "Local open_clip checkpoint of the text encoder (never downloaded)."),
     "text_encoder_random_init": (False, "Build the text encoder with seeded random weights (no language "
@@ -114,7 +120,22 @@ class MappingNode(Node):
             self.map = VoxelMap.load(p("initial_map"), max_depth=p("max_depth"), stride=p("pixel_stride"))
             self.get_logger().info(f"loaded {len(self.map)} voxels from {p('initial_map')}")
         self._text_encoder_error = ""
+        self.predictor = None
+        self.network_passes = 0
+        self.last_pass_seconds = 0.0
+        if self.feature_source == "network" and p("checkpoint"):
+            from pgov3d_core.inference import PointFeaturePredictor
+
+            device = "cuda" if p("device") == "auto" and torch.cuda.is_available() else (
+                "cpu" if p("device") == "auto" else p("device"))
+            # A missing or foreign checkpoint is a configuration error: fail at start-up, naming it.
+            self.predictor = PointFeaturePredictor.from_checkpoint(p("checkpoint"), device)
         self.text_encoder = self._load_text_encoder()
+        if self.predictor is not None and self.text_encoder is not None and self.predictor.text_encoder_identity \
+                not in ("", self.text_encoder.identity):
+            self.get_logger().warning(
+                f"the checkpoint was trained against text encoder {self.predictor.text_encoder_identity!r} but the "
+                f"node loads {self.text_encoder.identity!r}: query scores will be meaningless")
         # The map is shared by the input, timer and service threads; every access holds this lock
         # briefly (integration of one frame, a copy for publishing, one query).
         self.map_lock = threading.Lock()
@@ -169,6 +190,10 @@ class MappingNode(Node):
         self.create_service(Trigger, "/pgov3d/status", self._on_status, callback_group=services)
         if p("map_publish_period") > 0:
             self.create_timer(p("map_publish_period"), self.publish_map, callback_group=timers)
+        if self.predictor is not None and p("network_period") > 0:
+            # Its own callback group: a network pass never blocks integration or queries (the map lock
+            # is held only to copy the inputs and to store the outputs).
+            self.create_timer(p("network_period"), self.network_pass, callback_group=MutuallyExclusiveCallbackGroup())
         if p("diagnostics_period") > 0:
             self.create_timer(p("diagnostics_period"), self._log_diagnostics, callback_group=timers)
         self.get_logger().info(
@@ -186,6 +211,12 @@ class MappingNode(Node):
                "cache_path": p("text_cache_path") or None, "config_key": "parameter text_encoder_checkpoint"}
         if cfg["random_init"] and p("text_encoder_random_dim") > 0:
             cfg["model_cfg"] = tiny_clip_config(p("text_encoder_random_dim"))
+        if not cfg["checkpoint"] and not cfg["random_init"] and self.predictor is not None \
+                and self.predictor.text_encoder_config:
+            # Nothing configured: use the text encoder the network was trained against (its config is
+            # in the checkpoint), so queries land in the network's embedding space.
+            cfg = {**self.predictor.text_encoder_config, "cache_path": cfg["cache_path"],
+                   "config_key": "text_encoder.checkpoint of the network checkpoint's config"}
         try:
             return TextEncoder(cfg)
         except WeightsError as exc:
@@ -262,10 +293,43 @@ class MappingNode(Node):
             rgb = self.map.colors().cpu().numpy()
         self.map_pub.publish(points_to_cloud(xyz, rgb, self._header()))
 
+    def network_pass(self) -> int:
+        """Run the 3D network over (a budgeted region of) the map and store per-voxel features.
+        Returns the number of voxels updated."""
+        budget = int(self.get_parameter("network_voxel_budget").value)
+        with self.map_lock:
+            n = len(self.map)
+            changed = self.map.changed()
+            if n == 0 or not bool(changed.any()):
+                return 0
+            points = self.map.points()
+            if n <= budget:
+                rows = torch.arange(n)
+            else:  # the `budget` voxels nearest to the most recently observed changed voxel
+                seen = torch.where(changed, self.map.last_seen(), torch.zeros_like(self.map.last_seen()))
+                seed = points[int(torch.argmax(seen))]
+                rows = torch.topk(((points - seed) ** 2).sum(1), budget, largest=False).indices
+            keys = self.map.keys()[rows].clone()
+            xyz = points[rows].clone()
+            rgb = self.map.colors()[rows].clone()
+        t = time.perf_counter()
+        try:
+            feats = self.predictor.features(xyz, rgb)
+        except Exception as exc:  # a failing pass must not stop mapping
+            self.get_logger().error(f"network pass failed: {exc!r}")
+            return 0
+        with self.map_lock:
+            rows, found = self.map.rows_of(keys)  # voxels evicted meanwhile are skipped
+            self.map.set_features(rows[found], feats[found])
+        self.network_passes += 1
+        self.last_pass_seconds = time.perf_counter() - t
+        return int(found.sum())
+
     def _log_diagnostics(self) -> None:
         drops = ", ".join(f"{k} ×{v}" for k, v in self.drops.most_common(5)) or "none"
         self.get_logger().info(
-            f"frames integrated {self.frames_integrated}, map {len(self.map)} voxels, dropped: {drops}"
+            f"frames integrated {self.frames_integrated}, map {len(self.map)} voxels, network passes "
+            f"{self.network_passes} (last {self.last_pass_seconds:.2f} s), dropped: {drops}"
         )
 
     # ------------------------------------------------------------------ services
@@ -288,6 +352,8 @@ class MappingNode(Node):
             "dropped": dict(self.drops),
             "received": dict(self.received),
             "integration_seconds": round(self.integration_seconds, 3),
+            "network_passes": self.network_passes,
+            "last_network_pass_seconds": round(self.last_pass_seconds, 3),
             "feature_source": self.feature_source,
         }
 

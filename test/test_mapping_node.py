@@ -215,3 +215,55 @@ def test_query_labels_chairs_inside_the_ground_truth_chairs(tmp_path):
     # Markers: a text label and a box per query with points.
     texts = [m.text for m in markers[-1].markers if m.ns == "pgov3d_query_labels"]
     assert sorted(t.split(" (")[0] for t in texts) == ["chair", "floor", "table"]
+
+
+def test_network_pass_fills_features_and_queries_use_the_checkpoint_text_space(tmp_path):
+    """feature_source 'network': a (random-weight) 3D-network checkpoint; the node's timer runs it
+    over the map, every voxel gets a feature, and /pgov3d/query answers with the text encoder named
+    in the checkpoint's config (no text-encoder parameter given)."""
+    import json
+
+    import rclpy
+    from std_srvs.srv import Trigger
+
+    from pgov3d_core.labelling.text_encoder import TextEncoder, tiny_clip_config
+    from pgov3d_core.models import build_model, resolve_model_config
+    from pgov3d_core.training.checkpoint import FORMAT, VERSION, atomic_torch_save
+    from pgov3d_interfaces.srv import Query
+
+    te_cfg = {"random_init": True, "model_cfg": tiny_clip_config(32)}
+    model_cfg = resolve_model_config({"preset": "tiny", "in_channels": 3, "out_channels": 32})
+    ckpt = atomic_torch_save({
+        "format": FORMAT, "version": VERSION, "step": 0, "model": build_model(model_cfg).state_dict(),
+        "model_config": model_cfg, "config": {"data": {"voxel_size": 0.05}, "text_encoder": te_cfg},
+        "text_encoder": {"identity": TextEncoder(te_cfg).identity, "dim": 32},
+    }, tmp_path / "net.pt")
+    scene_dir = corridor_scene(tmp_path / "scene", n=3)
+    cmd = node_command("mapping_node", "pgov3d_mapping", SHARE / "config" / "mapping.yaml",
+                       "-p", f"checkpoint:={ckpt}", "-p", "network_period:=0.3", "-p", "voxel_size:=0.05")
+    replay_cmd = node_command("replay", "pgov3d_replay", None)
+    replay_cmd[1:1] = [str(scene_dir), "--fps", "5"]
+    rclpy.init()
+    try:
+        with running_node(cmd, tmp_path / "node.log"):
+            node = rclpy.create_node("pgov3d_test_net")
+            with running_node(replay_cmd, tmp_path / "replay.log") as replay_proc:
+                assert replay_proc.wait(60) == 0
+            status_client = node.create_client(Trigger, "/pgov3d/status")
+
+            def status():
+                return json.loads(call_service(node, status_client, Trigger.Request()).message)
+
+            assert wait_for(lambda: (s := status())["voxels"] > 0 and s["voxels_with_features"] == s["voxels"],
+                            30, node), status()
+            res = call_service(node, node.create_client(Query, "/pgov3d/query"),
+                               Query.Request(queries=["chair", "wall"], min_score=-1.0))
+            final = status()
+            node.destroy_node()
+    finally:
+        rclpy.shutdown()
+    log = (tmp_path / "node.log").read_text()
+    assert res.success, res.message + log
+    assert final["network_passes"] >= 1 and final["frames_integrated"] == 3
+    assert res.cloud.width == final["voxels"]  # min_score -1: every voxel gets a label
+    assert "query scores will be meaningless" not in log  # the checkpoint's own text encoder was used
