@@ -52,7 +52,7 @@ test: setup lint
 	$(PY) -m pytest
 
 demo: setup
-	$(PY) -m pgov3d_core.demo
+	$(PY) -m pgov3d_ros.demo
 
 bench: setup
 	$(PY) bench/run_all.py

@@ -222,3 +222,37 @@ def render_top_down(out_png: str | Path, xyz: np.ndarray, pred: np.ndarray, gt: 
     fig.savefig(out_png, dpi=100)
     plt.close(fig)
     return Path(out_png)
+
+
+@dataclass
+class QueryHits:
+    query: str
+    points: int  # map points labelled with this query
+    precision: float  # of those, the fraction whose nearest ground-truth point has the query's class
+    recall: float  # of the ground-truth points of the class that the map observed, the fraction labelled
+
+
+def query_hit_statistics(map_xyz: np.ndarray, map_labels: np.ndarray, queries: list[str], truth_xyz: np.ndarray,
+                         truth_labels: np.ndarray, class_names: list[str], radius: float = 0.05) -> list[QueryHits]:
+    """How well a map's per-point query labels (-1 = none) match a labelled ground-truth cloud.
+    Queries that are not class names get precision/recall NaN."""
+    from scipy.spatial import cKDTree
+
+    truth_tree = cKDTree(truth_xyz)
+    nearest = truth_labels[truth_tree.query(map_xyz)[1]] if len(map_xyz) else np.zeros(0, np.int64)
+    observed = cKDTree(map_xyz).query(truth_xyz)[0] < radius if len(map_xyz) else np.zeros(len(truth_xyz), bool)
+    out = []
+    for q, name in enumerate(queries):
+        mine = map_labels == q
+        cls = class_names.index(name) if name in class_names else None
+        if cls is None:
+            out.append(QueryHits(name, int(mine.sum()), float("nan"), float("nan")))
+            continue
+        precision = float(np.mean(nearest[mine] == cls)) if mine.any() else float("nan")
+        gt = (truth_labels == cls) & observed
+        if gt.any() and mine.any():
+            recall = float(np.mean(cKDTree(map_xyz[mine]).query(truth_xyz[gt])[0] < radius))
+        else:
+            recall = float("nan") if not gt.any() else 0.0
+        out.append(QueryHits(name, int(mine.sum()), precision, recall))
+    return out
