@@ -1,0 +1,94 @@
+"""PGOV3D training losses (paper §3.1, Eq. 2–5), exactly as written.
+
+* Alignment (Eq. 2): L_align = 1/N Σ_i (1 − cos(f_i^p, f_i^t)) over the N points that carry an
+  entity (label ≥ 0); f_i^t is the text embedding of point i's entity.
+* Consistency (Eq. 3–4): L_cons = 1 − 1/|A| Σ_{(p1,p2)∈A} S(f_1^p, f_2^p), S = cosine similarity,
+  A = matched point pairs of two frames of one sequence.
+* Total (Eq. 5): L = L_align + λ·L_cons, λ = 0.2 in the paper.
+
+Cosines are computed from explicitly normalised vectors, so the losses are exact for unnormalised
+inputs too. Degenerate sets are defined as contributing 0 (the paper's averages are undefined for
+N = 0 or |A| = 0): the result is an exact 0 that is still connected to the inputs' graph, so
+`backward()` works and gives zero gradients, never NaN.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+DEFAULT_LAMBDA = 0.2
+_EPS = 1e-8
+
+
+def cosine(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Row-wise cosine similarity (Eq. 3) in float32."""
+    a = F.normalize(a.float(), dim=-1, eps=_EPS)
+    b = F.normalize(b.float(), dim=-1, eps=_EPS)
+    return (a * b).sum(dim=-1)
+
+
+def _zero_like_graph(*tensors: torch.Tensor) -> torch.Tensor:
+    """A float32 scalar 0 that depends on `tensors` (so autograd sees them, with zero gradient)."""
+    return sum((t.float().sum() * 0.0 for t in tensors), torch.zeros((), device=tensors[0].device))
+
+
+def alignment_loss(point_features: torch.Tensor, labels: torch.Tensor, text_embeddings: torch.Tensor) -> torch.Tensor:
+    """Eq. 2. point_features (N, D); labels (N,) int, -1 = unlabelled, else a row of
+    text_embeddings (V, D). Returns the mean of 1 − cos over labelled points (0 if there are none)."""
+    if labels.shape[0] != point_features.shape[0]:
+        raise ValueError(f"{labels.shape[0]} labels for {point_features.shape[0]} points")
+    mask = labels >= 0
+    if not bool(mask.any()):
+        return _zero_like_graph(point_features, text_embeddings)
+    lab = labels[mask].long()
+    if int(lab.max()) >= text_embeddings.shape[0]:
+        raise ValueError(f"label {int(lab.max())} has no text embedding (vocabulary of {text_embeddings.shape[0]})")
+    return (1.0 - cosine(point_features[mask], text_embeddings[lab])).mean()
+
+
+def consistency_loss(features_a: torch.Tensor, features_b: torch.Tensor) -> torch.Tensor:
+    """Eq. 4. Row i of features_a and features_b are the two frames' features of matched pair i
+    of A. Returns 1 − mean cosine (0 if A is empty)."""
+    if features_a.shape != features_b.shape:
+        raise ValueError(
+            f"matched feature sets differ in shape: {tuple(features_a.shape)} vs {tuple(features_b.shape)}"
+        )
+    if features_a.shape[0] == 0:
+        return _zero_like_graph(features_a, features_b)
+    return 1.0 - cosine(features_a, features_b).mean()
+
+
+def total_loss(alignment: torch.Tensor, consistency: torch.Tensor, lam: float = DEFAULT_LAMBDA) -> torch.Tensor:
+    """Eq. 5: L_align + λ·L_cons."""
+    return alignment + lam * consistency
+
+
+@dataclass
+class LossTerms:
+    total: torch.Tensor
+    alignment: torch.Tensor
+    consistency: torch.Tensor
+
+    def scalars(self) -> dict[str, float]:
+        return {"loss": float(self.total.detach()), "alignment": float(self.alignment.detach()),
+                "consistency": float(self.consistency.detach())}
+
+
+def pgov3d_loss(
+    point_features: torch.Tensor,
+    labels: torch.Tensor,
+    text_embeddings: torch.Tensor,
+    pairs: torch.Tensor | None = None,
+    lam: float = DEFAULT_LAMBDA,
+) -> LossTerms:
+    """Eq. 5 on one batch: `pairs` (P, 2) are rows of point_features matched across frames (A);
+    None or P = 0 gives a zero consistency term."""
+    align = alignment_loss(point_features, labels, text_embeddings)
+    if pairs is None or pairs.shape[0] == 0:
+        cons = _zero_like_graph(point_features)
+    else:
+        cons = consistency_loss(point_features[pairs[:, 0]], point_features[pairs[:, 1]])
+    return LossTerms(total=total_loss(align, cons, lam), alignment=align, consistency=cons)

@@ -1,0 +1,213 @@
+"""Sparse-convolution backends behind one small interface, so the U-Net is written once.
+
+A backend makes the sparse input tensor from a SparseBatch, builds the three convolution kinds
+the U-Net needs (submanifold k×k×k, stride-2 down, its inverse up), reads/replaces the feature
+matrix of a sparse tensor (BatchNorm, ReLU and residual additions act on features only), joins
+skip connections, and returns output features in the row order of the input voxels.
+
+* `spconv` (default): spconv 2.3.x. Inverse convolutions reuse the down-convolution's index
+  pairs (`indice_key`), so decoder outputs land exactly on the encoder's voxels; submanifold
+  convolutions of one level share their kernel maps. On CPU only the Native algorithm exists.
+* `minkowski`: MinkowskiEngine (imported lazily, so spconv-only installs never need it). Its
+  coordinate manager plays the role of spconv's indice keys.
+"""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+
+import torch
+from torch import nn
+
+from pgov3d_core.models.batch import SparseBatch
+
+BACKENDS = ("spconv", "minkowski")
+
+
+class BackendUnavailableError(ImportError):
+    """The configured sparse-convolution backend is not installed; the message names it."""
+
+
+class SparseBackend(ABC):
+    """What the U-Net needs from a sparse-convolution library (see the module docstring)."""
+
+    name: str
+
+    @abstractmethod
+    def make_input(self, batch: SparseBatch, multiple: int):
+        """The library's sparse tensor for `batch`; `multiple` = 2^levels (grid extent rounding)."""
+
+    @abstractmethod
+    def subm(self, cin: int, cout: int, kernel: int, level: int) -> nn.Module:
+        """Submanifold (output sites = input sites) k×k×k convolution at pyramid `level`."""
+
+    @abstractmethod
+    def down(self, cin: int, cout: int, level: int) -> nn.Module:
+        """2×2×2 stride-2 convolution from level-1 to `level`."""
+
+    @abstractmethod
+    def up(self, cin: int, cout: int, level: int) -> nn.Module:
+        """Inverse of `down(level)`: back onto the sites of level-1."""
+
+    @abstractmethod
+    def features(self, x) -> torch.Tensor:
+        """The (sites, channels) feature matrix of sparse tensor x."""
+
+    @abstractmethod
+    def replace(self, x, feats: torch.Tensor):
+        """x with its features replaced (same sites)."""
+
+    @abstractmethod
+    def cat(self, x, skip):
+        """Channel concatenation of two tensors on the same sites."""
+
+    @abstractmethod
+    def output(self, x, x_in) -> torch.Tensor:
+        """Features of x (on x_in's sites) in the row order of the batch's coords."""
+
+
+def spatial_shape(coords: torch.Tensor, multiple: int) -> list[int]:
+    """Grid extent per axis of (M, 4) [b, x, y, z] coords, rounded up to `multiple` (2^levels):
+    a stride-2, kernel-2 convolution over an odd extent would silently drop the last voxel row."""
+    if coords.shape[0] == 0:
+        return [multiple] * 3
+    ext = coords[:, 1:].max(dim=0).values.to(torch.int64) + 1
+    return [int(math.ceil(int(e) / multiple) * multiple) for e in ext]
+
+
+# ------------------------------------------------------------------------------------ spconv
+
+
+class SpconvBackend(SparseBackend):
+    name = "spconv"
+
+    def __init__(self, algo: str = "auto"):
+        try:
+            import spconv.pytorch as spconv
+            from spconv.pytorch import ConvAlgo
+
+            from pgov3d_core.models import spconv_compat  # noqa: F401  (CPU backward workaround)
+        except ImportError as exc:
+            raise BackendUnavailableError(
+                f"model.backend 'spconv' selected but spconv is not importable ({exc}); "
+                "install spconv (CPU) or spconv-cuXXX==2.3.8 (CUDA)"
+            ) from None
+        self._sp = spconv
+        if algo == "auto":
+            from spconv.cppconstants import CPU_ONLY_BUILD
+
+            # Native is the only algorithm with CPU kernels; the implicit-GEMM ones are faster on GPU.
+            self.algo = ConvAlgo.Native if CPU_ONLY_BUILD or not torch.cuda.is_available() else None
+        else:
+            names = {"native": ConvAlgo.Native, "mask_implicit_gemm": ConvAlgo.MaskImplicitGemm,
+                     "mask_split_implicit_gemm": ConvAlgo.MaskSplitImplicitGemm}
+            if algo not in names:
+                raise ValueError(f"model.algo must be 'auto' or one of {sorted(names)}, got {algo!r}")
+            self.algo = names[algo]
+
+    def make_input(self, batch: SparseBatch, multiple: int):
+        return self._sp.SparseConvTensor(
+            batch.feats, batch.coords.to(torch.int32).contiguous(), spatial_shape(batch.coords, multiple),
+            batch.batch_size,
+        )
+
+    def subm(self, cin, cout, kernel, level):
+        return self._sp.SubMConv3d(cin, cout, kernel, padding=kernel // 2, bias=False,
+                                   indice_key=f"subm{level}k{kernel}", algo=self.algo)
+
+    def down(self, cin, cout, level):
+        return self._sp.SparseConv3d(cin, cout, 2, stride=2, bias=False, indice_key=f"down{level}", algo=self.algo)
+
+    def up(self, cin, cout, level):
+        return self._sp.SparseInverseConv3d(cin, cout, 2, indice_key=f"down{level}", bias=False, algo=self.algo)
+
+    def features(self, x):
+        return x.features
+
+    def replace(self, x, feats):
+        return x.replace_feature(feats)
+
+    def cat(self, x, skip):
+        return x.replace_feature(torch.cat([x.features, skip.features], dim=1))
+
+    def output(self, x, x_in):
+        # Submanifold and inverse convolutions keep the input's index order.
+        return x.features
+
+
+# ------------------------------------------------------------------------------- MinkowskiEngine
+
+
+def import_minkowski():
+    try:
+        import MinkowskiEngine as ME
+    except ImportError as exc:
+        raise BackendUnavailableError(
+            f"model.backend 'minkowski' selected but MinkowskiEngine is not importable ({exc}); "
+            "install MinkowskiEngine or use model.backend=spconv"
+        ) from None
+    return ME
+
+
+def pack_minkowski_input(batch: SparseBatch) -> tuple[torch.Tensor, torch.Tensor]:
+    """(coordinates, features) as MinkowskiEngine's SparseTensor wants them: int32 batched
+    coordinates [b, x, y, z] (already quantised: tensor stride 1) and float32 features, both
+    contiguous and on the features' device."""
+    coords = batch.coords.to(device=batch.feats.device, dtype=torch.int32).contiguous()
+    if coords.ndim != 2 or coords.shape[1] != 4:
+        raise ValueError(f"coords must be (M, 4) [batch, x, y, z], got {tuple(coords.shape)}")
+    feats = batch.feats.to(torch.float32).contiguous()
+    if feats.shape[0] != coords.shape[0]:
+        raise ValueError(f"{feats.shape[0]} feature rows for {coords.shape[0]} coordinates")
+    return coords, feats
+
+
+def restore_input_order(out_feats: torch.Tensor, inverse_mapping: torch.Tensor | None) -> torch.Tensor:
+    """MinkowskiEngine stores a SparseTensor's rows in its own (hash) order; `inverse_mapping`
+    gives, for every input row, its row in that order. Output rows are in the same order as the
+    input tensor's (the decoder ends on the input coordinate map), so this maps them back."""
+    if inverse_mapping is None or inverse_mapping.numel() == 0:
+        return out_feats
+    return out_feats[inverse_mapping.to(out_feats.device).long()]
+
+
+class MinkowskiBackend(SparseBackend):
+    name = "minkowski"
+
+    def __init__(self):
+        self.ME = import_minkowski()
+
+    def make_input(self, batch, multiple):
+        coords, feats = pack_minkowski_input(batch)
+        return self.ME.SparseTensor(features=feats, coordinates=coords)
+
+    def subm(self, cin, cout, kernel, level):
+        return self.ME.MinkowskiConvolution(cin, cout, kernel_size=kernel, stride=1, bias=False, dimension=3)
+
+    def down(self, cin, cout, level):
+        return self.ME.MinkowskiConvolution(cin, cout, kernel_size=2, stride=2, bias=False, dimension=3)
+
+    def up(self, cin, cout, level):
+        return self.ME.MinkowskiConvolutionTranspose(cin, cout, kernel_size=2, stride=2, bias=False, dimension=3)
+
+    def features(self, x):
+        return x.F
+
+    def replace(self, x, feats):
+        return self.ME.SparseTensor(feats, coordinate_map_key=x.coordinate_map_key,
+                                    coordinate_manager=x.coordinate_manager)
+
+    def cat(self, x, skip):
+        return self.ME.cat(x, skip)
+
+    def output(self, x, x_in):
+        return restore_input_order(x.F, getattr(x_in, "inverse_mapping", None))
+
+
+def make_backend(name: str, algo: str = "auto") -> SparseBackend:
+    if name == "spconv":
+        return SpconvBackend(algo)
+    if name == "minkowski":
+        return MinkowskiBackend()
+    raise ValueError(f"model.backend must be one of {BACKENDS}, got {name!r}")

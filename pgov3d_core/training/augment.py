@@ -1,0 +1,82 @@
+"""Training augmentation: random rotation about gravity (z), uniform scaling, a small translation
+and a global colour jitter.
+
+One `Augmentation` is drawn per training sample and applied to every cloud of it — both frames of
+a stage-1 pair get the same transform — so matched pairs stay the same physical point and the
+consistency term compares like with like. Colour jitter is a global affine change (contrast,
+brightness, per-channel gain), not per-point noise, for the same reason.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass
+class AugmentConfig:
+    enabled: bool = True
+    rotate_z: float = math.pi  # max |angle| (radians) about the z axis
+    scale: tuple[float, float] = (0.9, 1.1)
+    translate: float = 0.1  # max |shift| per axis, metres (moves the voxel grid phase)
+    contrast: float = 0.1  # factor in [1 - c, 1 + c]
+    brightness: float = 0.05  # shift in [-b, b] (colours in [0, 1])
+    channel_gain: float = 0.05  # per-channel factor in [1 - g, 1 + g]
+
+    @classmethod
+    def from_dict(cls, d: dict | None) -> AugmentConfig:
+        d = dict(d or {})
+        unknown = sorted(set(d) - set(cls.__dataclass_fields__))
+        if unknown:
+            raise ValueError(f"unknown data.augment key(s) {unknown}; known: {sorted(cls.__dataclass_fields__)}")
+        if "scale" in d:
+            d["scale"] = tuple(float(s) for s in d["scale"])
+        return cls(**d)
+
+
+def _uniform(g: torch.Generator, lo: float, hi: float, shape=()) -> torch.Tensor:
+    return lo + (hi - lo) * torch.rand(shape, generator=g, dtype=torch.float64)
+
+
+@dataclass
+class Augmentation:
+    rotation: torch.Tensor  # (3, 3) float32
+    scale: float
+    shift: torch.Tensor  # (3,) float32
+    contrast: float
+    brightness: float
+    gain: torch.Tensor  # (3,) float32
+
+    @classmethod
+    def identity(cls) -> Augmentation:
+        return cls(torch.eye(3), 1.0, torch.zeros(3), 1.0, 0.0, torch.ones(3))
+
+    @classmethod
+    def sample(cls, cfg: AugmentConfig, g: torch.Generator) -> Augmentation:
+        if not cfg.enabled:
+            return cls.identity()
+        a = float(_uniform(g, -cfg.rotate_z, cfg.rotate_z))
+        c, s = math.cos(a), math.sin(a)
+        rot = torch.tensor([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]], dtype=torch.float32)
+        return cls(
+            rotation=rot,
+            scale=float(_uniform(g, *cfg.scale)),
+            shift=_uniform(g, -cfg.translate, cfg.translate, (3,)).float(),
+            contrast=float(_uniform(g, 1 - cfg.contrast, 1 + cfg.contrast)),
+            brightness=float(_uniform(g, -cfg.brightness, cfg.brightness)),
+            gain=_uniform(g, 1 - cfg.channel_gain, 1 + cfg.channel_gain, (3,)).float(),
+        )
+
+    def points(self, xyz: torch.Tensor, center: torch.Tensor) -> torch.Tensor:
+        """Rotate about `center` (z axis through it), scale, shift."""
+        return ((xyz - center) @ self.rotation.T) * self.scale + center + self.shift
+
+    def normals(self, n: torch.Tensor) -> torch.Tensor:
+        return n @ self.rotation.T  # uniform scaling keeps directions
+
+    def colors(self, rgb01: torch.Tensor) -> torch.Tensor:
+        """Colours in [0, 1] → jittered colours in [0, 1]."""
+        out = ((rgb01 - 0.5) * self.contrast + 0.5 + self.brightness) * self.gain
+        return out.clamp_(0.0, 1.0)

@@ -1,0 +1,149 @@
+"""Stage 1 of the curriculum (paper §3.1): pre-training on RGB-D partial scenes with
+L = L_align + λ·L_cons. Builds the text encoder, data, model and objective from a config and
+runs the generic Trainer.
+
+Config sections used here (see config/stage1.yaml for every key with its default):
+    run_dir, model, text_encoder, data (scenes | root | synthetic, labels, stage-1 data keys),
+    loss.lambda, train, dist.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from pgov3d_core.config import get
+from pgov3d_core.labelling.text_encoder import TextEncoder
+from pgov3d_core.losses import DEFAULT_LAMBDA, LossTerms, pgov3d_loss
+from pgov3d_core.models import build_model, resolve_model_config
+from pgov3d_core.training.distributed import DistContext, barrier, init_distributed
+from pgov3d_core.training.stage1_data import PartialSceneConfig, PartialSceneDataset, Stage1Batch, scene_paths
+from pgov3d_core.training.trainer import Trainer
+
+log = logging.getLogger(__name__)
+
+_DATA_SOURCE_KEYS = ("scenes", "root", "synthetic", "labels")
+
+
+class TextEmbeddingBank:
+    """Text embeddings of entity names on the training device, computed once per name (the
+    TextEncoder also keeps its own persistent cache across runs)."""
+
+    def __init__(self, encoder: TextEncoder, device: torch.device):
+        self.encoder = encoder
+        self.device = device
+        self._rows: dict[str, torch.Tensor] = {}
+
+    @property
+    def identity(self) -> str:
+        return self.encoder.identity
+
+    @property
+    def names(self) -> list[str]:
+        return sorted(self._rows)
+
+    def __call__(self, names: list[str]) -> torch.Tensor:
+        missing = [n for n in names if n not in self._rows]
+        if missing:
+            for n, e in zip(missing, self.encoder.encode(missing), strict=True):
+                self._rows[n] = e.to(self.device)
+        if not names:
+            return torch.zeros((0, self.encoder.dim), device=self.device)
+        return torch.stack([self._rows[n] for n in names])
+
+
+class Stage1Objective:
+    """Eq. 5 on a Stage1Batch: alignment over all labelled points of both frames of every pair,
+    consistency over the matched pairs A, weighted by λ."""
+
+    def __init__(self, bank: TextEmbeddingBank, lam: float = DEFAULT_LAMBDA):
+        self.bank = bank
+        self.lam = float(lam)
+
+    def __call__(self, model: nn.Module, batch: Stage1Batch) -> LossTerms:
+        feats = model(batch.sparse)
+        text = self.bank(batch.vocabulary)
+        return pgov3d_loss(feats, batch.labels, text, batch.pairs, self.lam)
+
+    def checkpoint_metadata(self) -> dict:
+        return {"text_encoder": {"identity": self.bank.identity, "dim": int(self.bank.encoder.dim)},
+                "vocabulary": self.bank.names}
+
+
+def build_text_encoder(cfg: dict) -> TextEncoder:
+    return TextEncoder(cfg.get("text_encoder") or {})
+
+
+def resolve_scenes(data_cfg: dict, ctx: DistContext | None = None) -> list[Path]:
+    """Scene folders of `data`: an explicit `scenes` list, every scene under `root`, or (with a
+    `synthetic` block) the synthetic rooms generated under `root` first (rank 0 generates, the
+    other ranks wait; generation skips complete scenes)."""
+    ctx = ctx or DistContext()
+    if data_cfg.get("scenes"):
+        return [Path(p) for p in data_cfg["scenes"]]
+    root = data_cfg.get("root")
+    if not root:
+        raise ValueError("data needs `scenes` (a list of scene folders) or `root` (a folder of scenes)")
+    syn = data_cfg.get("synthetic")
+    if syn:
+        if ctx.is_main:
+            from pgov3d_core.data.synthetic import generate_dataset
+
+            syn = dict(syn)
+            seeds = syn.pop("seeds")
+            if isinstance(seeds, int):
+                seeds = range(seeds)
+            generate_dataset(root, seeds, **syn)
+        barrier(ctx)
+    paths = scene_paths(root)
+    if not paths:
+        raise FileNotFoundError(f"data.root {root}: no scene folders (color/, depth/, pose/) found")
+    return paths
+
+
+def stage1_data_config(cfg: dict) -> PartialSceneConfig:
+    data = {k: v for k, v in (cfg.get("data") or {}).items() if k not in _DATA_SOURCE_KEYS}
+    return PartialSceneConfig.from_dict(data)
+
+
+def build_stage1(cfg: dict, ctx: DistContext | None = None):
+    """(model, dataset, objective, resolved model config, text encoder) for a stage-1 config."""
+    ctx = ctx or DistContext()
+    data_cfg = cfg.get("data") or {}
+    dcfg = stage1_data_config(cfg)
+    encoder = build_text_encoder(cfg)
+    model_cfg = dict(cfg.get("model") or {})
+    model_cfg.setdefault("in_channels", dcfg.in_channels)
+    if model_cfg.get("out_channels", "auto") == "auto":
+        model_cfg["out_channels"] = int(encoder.dim)
+    if model_cfg["in_channels"] != dcfg.in_channels:
+        raise ValueError(f"model.in_channels={model_cfg['in_channels']} but data gives {dcfg.in_channels} "
+                         f"(colour{' + normals' if dcfg.normals else ''})")
+    if model_cfg["out_channels"] != encoder.dim:
+        raise ValueError(f"model.out_channels={model_cfg['out_channels']} but the text encoder gives {encoder.dim}")
+    full_model_cfg = resolve_model_config(model_cfg)
+    seed = int(get(cfg, "train.seed", 0))
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)  # identical initial weights on every rank and every run
+        model = build_model(full_model_cfg)
+    dataset = PartialSceneDataset(resolve_scenes(data_cfg, ctx), data_cfg.get("labels", "oracle"), dcfg)
+    objective = Stage1Objective(TextEmbeddingBank(encoder, ctx.device), float(get(cfg, "loss.lambda", DEFAULT_LAMBDA)))
+    return model, dataset, objective, full_model_cfg, encoder
+
+
+def make_stage1_trainer(cfg: dict, run_dir: str | os.PathLike | None = None, ctx: DistContext | None = None):
+    ctx = ctx or init_distributed(get(cfg, "dist.backend", "auto"), get(cfg, "dist.device", "auto"))
+    model, dataset, objective, model_cfg, _ = build_stage1(cfg, ctx)
+    run_dir = run_dir or cfg.get("run_dir") or "runs/stage1"
+    return Trainer(model, dataset, objective, cfg, run_dir, ctx, model_config=model_cfg, stage="stage1")
+
+
+def run_stage1(cfg: dict, run_dir: str | os.PathLike | None = None, resume: bool | str = False) -> Trainer:
+    """Build and train; returns the finished Trainer (its .history holds per-step metrics)."""
+    trainer = make_stage1_trainer(cfg, run_dir)
+    trainer.fit(resume)
+    return trainer

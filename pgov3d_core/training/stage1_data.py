@@ -1,0 +1,268 @@
+"""Stage 1 data (paper §3.1): partial scenes back-projected from single RGB-D frames, each with
+per-point entities and paired with a nearby frame of the same sequence for the consistency term.
+
+One sample = frame i (every `frame_stride`-th frame of every scene, paper: every 100th) + partner
+frame j = i ± offset (offset uniform in `pair_offset`, any frame of the sequence):
+
+1. Eq. 1 back-projection of both frames (`geometry.backproject`), every `pixel_stride`-th pixel,
+   depths in (min_depth, max_depth]; each point inherits its pixel's entity via `pixel_index`.
+2. A = `geometry.match_frames` on the world points at a fine voxel (`match_voxel`), capped at
+   `max_pairs`: the same physical point seen by both frames.
+3. One augmentation for both frames, then voxelisation at `voxel_size` (voxel feature = mean
+   colour [+ normal] of its points).
+
+Entities are per-sample names; `collate` merges them into a per-batch vocabulary (sorted, so a
+batch's label ids do not depend on sample order within the batch) and the objective embeds it.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from pgov3d_core.data.scene import Scene
+from pgov3d_core.geometry import backproject, match_frames
+from pgov3d_core.models.batch import SparseBatch, VoxelCloud, collate_clouds, point_offsets, voxelize_cloud
+from pgov3d_core.training.augment import Augmentation, AugmentConfig
+from pgov3d_core.training.labels import FrameLabelSource, make_label_source, resize_labels
+
+
+@dataclass
+class PartialSceneConfig:
+    voxel_size: float = 0.05
+    pixel_stride: int = 1
+    min_depth: float = 0.1
+    max_depth: float = 6.0
+    frame_stride: int = 1  # paper: every 100th frame of a sequence
+    pair_offset: tuple[int, int] = (1, 10)  # partner frame offset range (frames, either direction)
+    match_voxel: float = 0.02  # "same physical point" grid for A
+    max_pairs: int = 4096
+    max_points: int | None = None  # random subset per frame (bounds memory on full-res frames)
+    normals: bool = False  # append per-point normals (from the depth image) to the colour features
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+
+    @classmethod
+    def from_dict(cls, d: dict | None) -> PartialSceneConfig:
+        d = dict(d or {})
+        known = set(cls.__dataclass_fields__)
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"unknown stage-1 data key(s) {unknown}; known: {sorted(known)}")
+        if "augment" in d:
+            d["augment"] = AugmentConfig.from_dict(d["augment"])
+        if "pair_offset" in d:
+            lo, hi = (int(v) for v in d["pair_offset"])
+            if lo < 0 or hi < lo:
+                raise ValueError(f"pair_offset must be [min, max] with 0 <= min <= max, got {d['pair_offset']}")
+            d["pair_offset"] = (lo, hi)
+        return cls(**d)
+
+    @property
+    def in_channels(self) -> int:
+        return 6 if self.normals else 3
+
+
+@dataclass
+class FramePoints:
+    """One frame's partial cloud: world points (N, 3) float32, colours (N, 3) float32 in [0, 1],
+    normals (N, 3) or None, labels (N,) int64 into `names` (-1 = no entity)."""
+
+    points: torch.Tensor
+    colors: torch.Tensor
+    normals: torch.Tensor | None
+    labels: torch.Tensor
+    names: list[str]
+
+
+@dataclass
+class Stage1Sample:
+    cloud_a: VoxelCloud
+    cloud_b: VoxelCloud
+    labels_a: torch.Tensor  # (Na,) int64 into names
+    labels_b: torch.Tensor
+    names: list[str]
+    pairs: torch.Tensor  # (P, 2) int64: row in cloud a's points, row in cloud b's points
+    frames: tuple[str, str, str] = ("", "", "")  # scene root, frame a, frame b (for debugging)
+
+
+@dataclass
+class Stage1Batch:
+    """B pairs → 2B clouds [a_0, b_0, a_1, b_1, ...] in one SparseBatch; labels per point index
+    `vocabulary`; pairs are (global point row of a, global point row of b)."""
+
+    sparse: SparseBatch
+    labels: torch.Tensor
+    vocabulary: list[str]
+    pairs: torch.Tensor
+
+    def to(self, device, non_blocking: bool = False) -> Stage1Batch:
+        return Stage1Batch(self.sparse.to(device, non_blocking), self.labels.to(device, non_blocking=non_blocking),
+                           self.vocabulary, self.pairs.to(device, non_blocking=non_blocking))
+
+    def pin_memory(self) -> Stage1Batch:
+        return Stage1Batch(self.sparse.pin_memory(), self.labels.pin_memory(), self.vocabulary,
+                           self.pairs.pin_memory())
+
+
+def depth_normals(depth: np.ndarray, K: np.ndarray, stride: int) -> np.ndarray:
+    """Camera-frame unit normals of an organised depth image (at `stride`), from central
+    differences of the back-projected grid, oriented towards the camera. Pixels without valid
+    neighbours get the reversed viewing ray. Shape (H', W', 3)."""
+    d = np.asarray(depth, dtype=np.float64)[::stride, ::stride]
+    h, w = d.shape
+    vs = np.arange(0, depth.shape[0], stride)[:h, None]
+    us = np.arange(0, depth.shape[1], stride)[None, :w]
+    valid = np.isfinite(d) & (d > 0)
+    z = np.where(valid, d, np.nan)
+    y = (vs - K[1, 2]) / K[1, 1] * z
+    x = (us - K[0, 2] - K[0, 1] * y / np.where(valid, z, 1.0)) / K[0, 0] * z
+    p = np.stack([x, y, z], axis=-1)
+    pad = np.pad(p, ((1, 1), (1, 1), (0, 0)), constant_values=np.nan)
+    du = pad[1:-1, 2:] - pad[1:-1, :-2]
+    dv = pad[2:, 1:-1] - pad[:-2, 1:-1]
+    n = np.cross(du, dv)
+    norm = np.linalg.norm(n, axis=-1, keepdims=True)
+    ray = p / np.linalg.norm(np.where(np.isfinite(p), p, 1.0), axis=-1, keepdims=True)
+    ok = np.isfinite(norm) & (norm > 1e-12)
+    n = np.where(ok, n / np.where(ok, norm, 1.0), -np.nan_to_num(ray))
+    flip = np.sum(n * np.nan_to_num(p), axis=-1, keepdims=True) > 0
+    return np.where(flip, -n, n).astype(np.float32)
+
+
+def open_scenes(paths: list[str | os.PathLike]) -> list[Scene]:
+    return [p if isinstance(p, Scene) else Scene(p) for p in paths]
+
+
+class PartialSceneDataset:
+    """Stage 1 sample source (see the module docstring); `get(index, generator)` is deterministic
+    given the generator's seed."""
+
+    def __init__(self, scenes: list[Scene | str | os.PathLike], label_source: FrameLabelSource | str | dict | None,
+                 cfg: PartialSceneConfig | dict | None = None):
+        self.scenes = open_scenes(list(scenes))
+        self.labels = label_source if hasattr(label_source, "frame_labels") else make_label_source(label_source)
+        self.cfg = cfg if isinstance(cfg, PartialSceneConfig) else PartialSceneConfig.from_dict(cfg)
+        if self.cfg.frame_stride < 1 or self.cfg.pixel_stride < 1:
+            raise ValueError("frame_stride and pixel_stride must be >= 1")
+        stride = self.cfg.frame_stride
+        self.items = [(si, fi) for si, scene in enumerate(self.scenes) for fi in range(0, len(scene), stride)]
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    # ------------------------------------------------------------------ single frames
+
+    def load_frame(self, scene_index: int, frame_index: int) -> FramePoints:
+        """Eq. 1 partial cloud of one frame with per-point entities (no augmentation)."""
+        c = self.cfg
+        scene = self.scenes[scene_index]
+        fid = scene.frame_ids[frame_index]
+        frame = scene.frame(fid)
+        points, pix = backproject(frame.depth, frame.K, frame.pose, stride=c.pixel_stride, min_depth=c.min_depth,
+                                  max_depth=c.max_depth)
+        label_img, names = self.labels.frame_labels(scene, fid)
+        label_img = resize_labels(label_img, (frame.width, frame.height))
+        labels = torch.from_numpy(label_img.reshape(-1).astype(np.int64))[pix]
+        rgb = torch.from_numpy(np.array(frame.color, dtype=np.uint8).reshape(-1, 3))  # a writable copy
+        colors = rgb[pix].to(torch.float32) / 255.0
+        normals = None
+        if c.normals:
+            n_cam = depth_normals(frame.depth, np.asarray(frame.K, dtype=np.float64), c.pixel_stride)
+            u, v = pix % frame.width, pix // frame.width
+            n_cam = torch.from_numpy(n_cam)[v // c.pixel_stride, u // c.pixel_stride]
+            normals = n_cam @ torch.as_tensor(frame.pose[:3, :3], dtype=torch.float32).T
+        return FramePoints(points, colors, normals, labels, names)
+
+    def point_features(self, fp: FramePoints, aug: Augmentation) -> torch.Tensor:
+        """Network input per point: colour mapped to [-1, 1] (+ normal)."""
+        feats = aug.colors(fp.colors) * 2.0 - 1.0
+        if self.cfg.normals:
+            feats = torch.cat([feats, aug.normals(fp.normals)], dim=1)
+        return feats
+
+    def voxelize(self, fp: FramePoints, aug: Augmentation, center: torch.Tensor) -> VoxelCloud:
+        return voxelize_cloud(aug.points(fp.points, center), self.point_features(fp, aug), self.cfg.voxel_size)
+
+    def _subsample(self, fp: FramePoints, g: torch.Generator) -> FramePoints:
+        m = self.cfg.max_points
+        if m is None or fp.points.shape[0] <= m:
+            return fp
+        keep = torch.randperm(fp.points.shape[0], generator=g)[:m].sort().values
+        return FramePoints(fp.points[keep], fp.colors[keep], None if fp.normals is None else fp.normals[keep],
+                           fp.labels[keep], fp.names)
+
+    # ------------------------------------------------------------------ pairs
+
+    def partner_index(self, scene_index: int, frame_index: int, g: torch.Generator) -> int:
+        n = len(self.scenes[scene_index])
+        lo, hi = self.cfg.pair_offset
+        hi = min(hi, n - 1)
+        if n == 1 or hi < max(lo, 1):
+            return frame_index
+        lo = max(lo, 1)
+        offset = int(torch.randint(lo, hi + 1, (1,), generator=g))
+        sign = 1 if int(torch.randint(0, 2, (1,), generator=g)) else -1
+        j = frame_index + sign * offset
+        if not 0 <= j < n:
+            j = frame_index - sign * offset
+        return int(min(max(j, 0), n - 1))
+
+    def get(self, index: int, generator: torch.Generator) -> Stage1Sample:
+        si, fi = self.items[index]
+        fj = self.partner_index(si, fi, generator)
+        a = self._subsample(self.load_frame(si, fi), generator)
+        b = self._subsample(self.load_frame(si, fj), generator)
+        pairs = match_frames(a.points, b.points, self.cfg.match_voxel, self.cfg.max_pairs, generator)
+        # Joint vocabulary of the two frames, restricted to entities that occur.
+        present = sorted({a.names[k] for k in a.labels[a.labels >= 0].unique().tolist()}
+                         | {b.names[k] for k in b.labels[b.labels >= 0].unique().tolist()})
+        lookup = {name: i for i, name in enumerate(present)}
+        aug = Augmentation.sample(self.cfg.augment, generator)
+        center = a.points.mean(dim=0) if a.points.shape[0] else torch.zeros(3)
+        scene = self.scenes[si]
+        return Stage1Sample(
+            cloud_a=self.voxelize(a, aug, center),
+            cloud_b=self.voxelize(b, aug, center),
+            labels_a=_remap(a.labels, a.names, lookup),
+            labels_b=_remap(b.labels, b.names, lookup),
+            names=present,
+            pairs=pairs,
+            frames=(str(scene.root), scene.frame_ids[fi], scene.frame_ids[fj]),
+        )
+
+    def collate(self, samples: list[Stage1Sample]) -> Stage1Batch:
+        return collate_stage1(samples)
+
+
+def _remap(labels: torch.Tensor, names: list[str], lookup: dict[str, int]) -> torch.Tensor:
+    table = torch.tensor([lookup.get(n, -1) for n in names] + [-1], dtype=torch.int64)
+    return table[labels]  # label -1 indexes the trailing -1
+
+
+def collate_stage1(samples: list[Stage1Sample]) -> Stage1Batch:
+    vocabulary = sorted({n for s in samples for n in s.names})
+    lookup = {n: i for i, n in enumerate(vocabulary)}
+    clouds, labels, pairs = [], [], []
+    for s in samples:
+        clouds += [s.cloud_a, s.cloud_b]
+        labels += [_remap(s.labels_a, s.names, lookup), _remap(s.labels_b, s.names, lookup)]
+    offsets = point_offsets(clouds)
+    for k, s in enumerate(samples):
+        if s.pairs.shape[0]:
+            pairs.append(s.pairs + torch.tensor([offsets[2 * k], offsets[2 * k + 1]]))
+    return Stage1Batch(
+        sparse=collate_clouds(clouds),
+        labels=torch.cat(labels),
+        vocabulary=vocabulary,
+        pairs=torch.cat(pairs) if pairs else torch.zeros((0, 2), dtype=torch.int64),
+    )
+
+
+def scene_paths(root: str | os.PathLike) -> list[Path]:
+    """Scene folders directly under `root` (those holding color/, depth/ and pose/), sorted."""
+    root = Path(root)
+    return sorted(p for p in root.iterdir() if p.is_dir() and all((p / d).is_dir() for d in ("color", "depth", "pose")))

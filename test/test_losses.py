@@ -1,0 +1,113 @@
+"""Paper Eq. 2–5 losses against hand-computed values, including the degenerate sets."""
+
+import math
+
+import pytest
+import torch
+
+from pgov3d_core.losses import (
+    DEFAULT_LAMBDA,
+    alignment_loss,
+    consistency_loss,
+    cosine,
+    pgov3d_loss,
+    total_loss,
+)
+
+# Three 2-D text embeddings and four points; cosines are easy to write down by hand.
+TEXT = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
+
+
+def test_cosine_is_eq3_for_unnormalised_vectors():
+    a = torch.tensor([[3.0, 4.0], [1.0, 0.0]])
+    b = torch.tensor([[6.0, 8.0], [0.0, 2.0]])
+    assert torch.allclose(cosine(a, b), torch.tensor([1.0, 0.0]))
+
+
+def test_alignment_matches_hand_computed_value():
+    feats = torch.tensor([[2.0, 0.0], [1.0, 1.0], [0.0, -3.0], [5.0, 5.0]])
+    labels = torch.tensor([0, 1, 1, -1])  # last point unlabelled: excluded
+    # cos: point0·text0 = 1, point1·text1 = 1/√2, point2·text1 = -1
+    expected = ((1 - 1.0) + (1 - 1 / math.sqrt(2)) + (1 - (-1.0))) / 3
+    assert alignment_loss(feats, labels, TEXT).item() == pytest.approx(expected, abs=1e-6)
+
+
+def test_alignment_ignores_unlabelled_points_entirely():
+    feats = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    base = alignment_loss(feats[:1], torch.tensor([0]), TEXT)
+    with_unlabelled = alignment_loss(feats, torch.tensor([0, -1]), TEXT)
+    assert with_unlabelled.item() == pytest.approx(base.item(), abs=1e-7) == pytest.approx(0.0, abs=1e-7)
+
+
+def test_consistency_matches_hand_computed_value():
+    fa = torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.0, 2.0]])
+    fb = torch.tensor([[3.0, 0.0], [1.0, 1.0], [0.0, -1.0]])
+    # S = 1, 1/√2, -1  →  L = 1 − (1 + 1/√2 − 1)/3
+    expected = 1 - (1 + 1 / math.sqrt(2) - 1) / 3
+    assert consistency_loss(fa, fb).item() == pytest.approx(expected, abs=1e-6)
+
+
+def test_total_is_eq5_with_default_lambda():
+    assert DEFAULT_LAMBDA == 0.2
+    assert total_loss(torch.tensor(0.5), torch.tensor(0.25)).item() == pytest.approx(0.5 + 0.2 * 0.25)
+    assert total_loss(torch.tensor(0.5), torch.tensor(0.25), lam=0.0).item() == pytest.approx(0.5)
+
+
+def test_pgov3d_loss_combines_terms_over_pairs_of_rows():
+    feats = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0], [1.0, 0.0]], requires_grad=True)
+    labels = torch.tensor([0, 0, -1, 2])
+    pairs = torch.tensor([[0, 3], [1, 2]])  # S = 1 and 1/√2
+    terms = pgov3d_loss(feats, labels, TEXT, pairs, lam=0.2)
+    align = ((1 - 1) + (1 - 0) + (1 - 1 / math.sqrt(2))) / 3
+    cons = 1 - (1 + 1 / math.sqrt(2)) / 2
+    assert terms.alignment.item() == pytest.approx(align, abs=1e-6)
+    assert terms.consistency.item() == pytest.approx(cons, abs=1e-6)
+    assert terms.total.item() == pytest.approx(align + 0.2 * cons, abs=1e-6)
+    terms.total.backward()
+    assert torch.isfinite(feats.grad).all() and feats.grad.abs().sum() > 0
+    assert terms.scalars() == pytest.approx({"loss": align + 0.2 * cons, "alignment": align, "consistency": cons})
+
+
+@pytest.mark.parametrize("pairs", [None, torch.zeros((0, 2), dtype=torch.int64)])
+def test_empty_pair_set_contributes_zero_and_keeps_gradients_finite(pairs):
+    feats = torch.tensor([[1.0, 0.0], [0.0, 1.0]], requires_grad=True)
+    terms = pgov3d_loss(feats, torch.tensor([1, 1]), TEXT, pairs)
+    assert terms.consistency.item() == 0.0
+    assert terms.total.item() == pytest.approx(terms.alignment.item()) == pytest.approx(0.5)
+    terms.total.backward()
+    assert torch.isfinite(feats.grad).all()
+    empty = torch.zeros((0, 2), requires_grad=True)
+    c = consistency_loss(empty, empty * 2)
+    c.backward()
+    assert c.item() == 0.0 and torch.isfinite(c) and empty.grad is not None
+
+
+def test_no_labelled_points_gives_zero_alignment_and_finite_gradients():
+    feats = torch.tensor([[1.0, 0.0], [0.0, 1.0]], requires_grad=True)
+    text = TEXT.clone().requires_grad_(True)
+    loss = alignment_loss(feats, torch.tensor([-1, -1]), text)
+    assert loss.item() == 0.0
+    loss.backward()
+    assert torch.equal(feats.grad, torch.zeros_like(feats)) and torch.equal(text.grad, torch.zeros_like(text))
+    # No points at all, and no labelled points plus no pairs: still a defined, finite zero.
+    none = torch.zeros((0, 2), requires_grad=True)
+    terms = pgov3d_loss(none, torch.zeros(0, dtype=torch.int64), TEXT, None)
+    terms.total.backward()
+    assert terms.total.item() == 0.0 and none.grad is not None
+
+
+def test_zero_feature_vectors_do_not_produce_nan():
+    feats = torch.zeros((2, 2), requires_grad=True)
+    terms = pgov3d_loss(feats, torch.tensor([0, 1]), TEXT, torch.tensor([[0, 1]]))
+    terms.total.backward()
+    assert torch.isfinite(terms.total) and torch.isfinite(feats.grad).all()
+    assert terms.alignment.item() == pytest.approx(1.0) and terms.consistency.item() == pytest.approx(1.0)
+
+
+def test_bad_inputs_raise():
+    with pytest.raises(ValueError, match="labels for"):
+        alignment_loss(torch.zeros((3, 2)), torch.tensor([0, 1]), TEXT)
+    with pytest.raises(ValueError, match="no text embedding"):
+        alignment_loss(torch.ones((1, 2)), torch.tensor([3]), TEXT)
+    with pytest.raises(ValueError, match="differ in shape"):
+        consistency_loss(torch.ones((2, 2)), torch.ones((3, 2)))
