@@ -130,15 +130,19 @@ def main(argv: list[str] | None = None) -> int:
     s = online["status"]
     print(f"      {s['frames_integrated']} frames integrated → {s['voxels']} voxels, {s['network_passes']} network "
           f"passes; {online['saved']}")
-    print("\n| query | map points | precision | recall | best score |\n| --- | --- | --- | --- | --- |")
-    for h in online["hits"]:
-        print(f"| {h.query} | {h.points} | {100 * h.precision:.0f}% | {100 * h.recall:.0f}% | "
-              f"{online['best_scores'][h.query]:.2f} |")
+    table = ["| query | map points | precision | recall | best score |", "| --- | --- | --- | --- | --- |"]
+    table += [f"| {h.query} | {h.points} | {100 * h.precision:.0f}% | {100 * h.recall:.0f}% | "
+              f"{online['best_scores'][h.query]:.2f} |" for h in online["hits"]]
+    online_md = out / "online.md"
+    online_md.write_text(f"Held-out room {scene_dir.name}: {s['frames_integrated']} frames → {s['voxels']} voxels; "
+                         f"queries through /pgov3d/query (min_score 0).\n\n" + "\n".join(table) + "\n")
+    print("\n" + "\n".join(table))
     print(f"\ndone in {time.monotonic() - t0:.0f} s. Where everything is:")
     print(f"  report        {result.report['markdown']}  (+ per_class_iou.png, top_down_*.png beside it)")
     print(f"  checkpoints   {out}/stage1/checkpoints, {out}/stage2/checkpoints")
     print(f"  TensorBoard   .venv/bin/tensorboard --logdir {out}")
     print(f"  saved map     {online['map']}  (VoxelMap.load, or the node's initial_map parameter)")
+    print(f"  query table   {online_md}")
     print(f"  query PLY     {online['ply']}  (coloured by query; open in MeshLab / CloudCompare / Open3D)")
     print(f"  node log      {out}/mapping_node.log")
     print("  RViz (real ROS 2 install): ros2 launch pgov3d_ros mapping.launch.py rviz:=true "
