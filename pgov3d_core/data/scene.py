@@ -177,9 +177,11 @@ class Scene:
     def class_names(self) -> list[str]:
         return self.meta.class_names
 
+    label_dir = "label"  # folder of per-frame label images
+
     @property
     def has_labels(self) -> bool:
-        return (self.root / "label").is_dir()
+        return (self.root / self.label_dir).is_dir()
 
     # -------------------------------------------------------------- per-frame reads
 
@@ -219,9 +221,10 @@ class Scene:
             rgb = np.asarray(Image.fromarray(rgb).resize(size, Image.BILINEAR))
         return rgb
 
-    def labels(self, frame_id: str, size: tuple[int, int] | None = None) -> np.ndarray | None:
-        """Per-pixel class ids (int32, -1 = unlabelled), nearest-resized to `size`; None if absent."""
-        path = self.root / "label" / f"{frame_id}.png"
+    def raw_labels(self, frame_id: str, size: tuple[int, int] | None = None) -> np.ndarray | None:
+        """The label image `<label_dir>/<id>.png` as stored, nearest-resized to `size` = (width,
+        height); None when the frame has none."""
+        path = self.root / self.label_dir / f"{frame_id}.png"
         if not path.exists():
             return None
         raw = read_image(path)
@@ -229,7 +232,12 @@ class Scene:
             raise SceneError(f"{path}: label image must be single-channel, got shape {raw.shape}")
         if size is not None and (raw.shape[1], raw.shape[0]) != tuple(size):
             raw = np.asarray(Image.fromarray(raw.astype(np.uint16)).resize(size, Image.NEAREST))
-        return raw.astype(np.int32) - 1
+        return raw
+
+    def labels(self, frame_id: str, size: tuple[int, int] | None = None) -> np.ndarray | None:
+        """Per-pixel class ids (int32, -1 = unlabelled), nearest-resized to `size`; None if absent."""
+        raw = self.raw_labels(frame_id, size)
+        return None if raw is None else raw.astype(np.int32) - 1
 
     def frame(self, frame_id: str) -> Frame:
         depth = self.depth(frame_id)

@@ -23,11 +23,10 @@ import os
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 from pgov3d_core.data.label_sets import LabelSet, get_label_set
 from pgov3d_core.data.readers._common import checked_pose, log
-from pgov3d_core.data.scene import PointCloud, Scene, SceneError, read_image, read_matrix, read_ply_vertices
+from pgov3d_core.data.scene import PointCloud, Scene, SceneError, read_matrix, read_ply_vertices
 
 LABEL_DIR = "label-filt"
 
@@ -43,6 +42,8 @@ class ScanNetScene(Scene):
 
     `labels()` reads ``label-filt/<id>.png`` and maps its ids (in `label_id_space`, NYU40 by default)
     to `label_set` indices, -1 for ids outside the set and for 0 (unannotated). Nothing is written."""
+
+    label_dir = LABEL_DIR
 
     def __init__(
         self,
@@ -83,22 +84,11 @@ class ScanNetScene(Scene):
             raise SceneError(f"{self.root}: no frame has a valid pose ({len(self.skipped)} frames with inf/NaN poses)")
         self.frame_ids = valid
 
-    @property
-    def has_labels(self) -> bool:
-        return (self.root / LABEL_DIR).is_dir()
-
     def labels(self, frame_id: str, size: tuple[int, int] | None = None) -> np.ndarray | None:
         """`label-filt/<id>.png` mapped to label-set indices (int32, -1 = unlabelled or not in the
         set), nearest-resized to `size` = (width, height); None when the frame has no label image."""
-        path = self.root / LABEL_DIR / f"{frame_id}.png"
-        if not path.exists():
-            return None
-        raw = read_image(path)
-        if raw.ndim != 2:
-            raise SceneError(f"{path}: label image must be single-channel, got shape {raw.shape}")
-        if size is not None and (raw.shape[1], raw.shape[0]) != tuple(size):
-            raw = np.asarray(Image.fromarray(raw.astype(np.uint16)).resize(size, Image.NEAREST))
-        return self.label_set.map_ids(raw, self.label_id_space)
+        raw = self.raw_labels(frame_id, size)
+        return None if raw is None else self.label_set.map_ids(raw, self.label_id_space)
 
 
 def open_scannet_scene(
