@@ -27,6 +27,16 @@ from pgov3d_ros.conversions import K_to_camera_info, depth_to_image, labels_to_i
 RELIABLE_INPUT = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
 
 
+def wait_for_subscribers(publishers, timeout: float) -> bool:
+    """True once every publisher has a matched subscriber (False after `timeout` s)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if all(p.get_subscription_count() > 0 for p in publishers):
+            return True
+        time.sleep(0.05)
+    return False
+
+
 class SceneReplayer(Node):
     def __init__(self, scene: Scene, frame_id: str, camera_frame: str, labels: bool = False):
         super().__init__("pgov3d_replay")
@@ -45,14 +55,9 @@ class SceneReplayer(Node):
             self.labels_pub = self.create_publisher(Image, "labels/image", qos)
 
     def wait_for_subscribers(self, timeout: float) -> bool:
-        deadline = time.monotonic() + timeout
         pubs = [self.color_pub, self.depth_pub, self.info_pub, self.pose_pub] + (
             [self.labels_pub] if self.labels_pub else [])
-        while time.monotonic() < deadline:
-            if all(p.get_subscription_count() > 0 for p in pubs):
-                return True
-            time.sleep(0.05)
-        return False
+        return wait_for_subscribers(pubs, timeout)
 
     def publish_frame(self, index: int, stamp) -> None:
         frame = self.scene[index]
@@ -101,7 +106,7 @@ def replay_scene(scene: Scene, rate: float, fps: float, stride: int, frame_id: s
         node.destroy_node()
 
 
-def replay_bag(bag: Path, rate: float) -> int:
+def replay_bag(bag: Path, rate: float, wait: float = 10.0, delay: float = 0.5) -> int:
     """Re-publish every message of a rosbag2 bag (read with `rosbags`) with its recorded timing."""
     import importlib
 
@@ -117,20 +122,24 @@ def replay_bag(bag: Path, rate: float) -> int:
     try:
         with AnyReader([bag]) as reader:
             pubs = {}
+            for conn in reader.connections:  # every publisher first, so subscribers can match
+                if conn.topic not in pubs:
+                    cls = get_message(conn.msgtype)
+                    pubs[conn.topic] = (node.create_publisher(cls, conn.topic, RELIABLE_INPUT), cls)
+            if wait > 0 and not wait_for_subscribers([p for p, _ in pubs.values()], wait):
+                node.get_logger().warning(f"not every topic has a subscriber after {wait} s; publishing anyway")
+            time.sleep(delay)
             t_first = None
             t0 = time.monotonic()
             for conn, t_ns, raw in reader.messages():
-                if conn.topic not in pubs:
-                    pubs[conn.topic] = (node.create_publisher(get_message(conn.msgtype), conn.topic,
-                                                              RELIABLE_INPUT), get_message(conn.msgtype))
                 pub, cls = pubs[conn.topic]
                 t_first = t_ns if t_first is None else t_first
-                delay = t0 + (t_ns - t_first) * 1e-9 / rate - time.monotonic()
-                if delay > 0:
-                    time.sleep(delay)
+                ahead = t0 + (t_ns - t_first) * 1e-9 / rate - time.monotonic()
+                if ahead > 0:
+                    time.sleep(ahead)
                 pub.publish(deserialize_message(bytes(raw), cls))  # bags store CDR, as DDS sends it
                 count += 1
-        time.sleep(0.5)  # let in-flight best-effort samples arrive before the writers go away
+        time.sleep(delay)  # let in-flight samples arrive before the writers go away
         node.get_logger().info(f"replayed {count} messages of {bag}")
         return count
     finally:
@@ -160,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
     rclpy.init()
     try:
         if (args.source / "metadata.yaml").exists() or args.source.suffix in (".mcap", ".db3"):
-            replay_bag(args.source, args.rate)
+            replay_bag(args.source, args.rate, args.wait, args.delay)
         else:
             try:
                 scene = Scene(args.source)
