@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections import Counter
+from collections import Counter, deque
 
 import numpy as np
 import rclpy
@@ -29,7 +29,7 @@ import torch
 from geometry_msgs.msg import PoseStamped
 from nav_msgs.msg import Odometry
 from rcl_interfaces.msg import ParameterDescriptor
-from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
@@ -61,6 +61,8 @@ PARAMETERS: dict[str, tuple[object, str]] = {
     "pose_type": ("pose_stamped", "Message type on the pose topic: 'pose_stamped' or 'odometry'."),
     "sync_slop": (0.02, "Largest stamp difference (s) between depth, colour and pose of one frame."),
     "sync_queue_size": (10, "Messages kept per stream while waiting for a match."),
+    "integration_queue_size": (4, "Synchronised frames waiting for integration; beyond it the oldest is dropped "
+                               "(the node keeps up with the newest frames rather than falling behind)."),
     "input_reliability": ("best_effort", "QoS reliability of the input subscriptions: 'best_effort' (sensor data; "
                           "matches every publisher) or 'reliable' (lossless, needs reliable publishers such as "
                           "the replay tool)."),
@@ -148,9 +150,13 @@ class MappingNode(Node):
 
         # Inputs in one mutually exclusive group (the synchroniser is single-threaded); services and
         # timers in others, so a query or a publish never waits for integration and vice versa.
-        inputs = MutuallyExclusiveCallbackGroup()
+        inputs = ReentrantCallbackGroup()  # callbacks only enqueue; the synchroniser has its own lock
+        self._sync_lock = threading.Lock()
         services = MutuallyExclusiveCallbackGroup()
         timers = MutuallyExclusiveCallbackGroup()
+        self._pending: deque[dict] = deque(maxlen=max(1, int(p("integration_queue_size"))))
+        # Integration (conversion + VoxelMap.integrate) in its own group, fed by the input callbacks.
+        self.create_timer(0.005, self._integrate_pending, callback_group=MutuallyExclusiveCallbackGroup())
 
         # CameraInfo is not synchronised: calibration rarely changes, so the latest one is used and a
         # lost CameraInfo message never costs a frame.
@@ -238,15 +244,29 @@ class MappingNode(Node):
         self._drop("unsynchronised", f"{stream} at {stamp:.3f}: {why}")
 
     def _on_camera_info(self, msg: CameraInfo) -> None:
-        self.received["info"] += 1
-        self._camera_info = msg
+        with self._sync_lock:
+            self.received["info"] += 1
+            self._camera_info = msg
 
     def _on_stream(self, stream: str, msg) -> None:
-        self.received[stream] += 1
         stamp = msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9
-        self.sync.add(stream, stamp, msg)
+        with self._sync_lock:
+            self.received[stream] += 1
+            self.sync.add(stream, stamp, msg)
 
     def _on_synced(self, msgs: dict) -> None:
+        """Queue a synchronised frame. Input callbacks stay this cheap so that every subscription is
+        drained promptly: a slow callback in the input group would starve the subscriptions served
+        after it and their messages would be lost from the middleware's history."""
+        if len(self._pending) == self._pending.maxlen:
+            self._drop("integration backlog", "dropped the oldest waiting frame: integration is slower than input")
+        self._pending.append(msgs)
+
+    def _integrate_pending(self) -> None:
+        while self._pending:
+            self._integrate(self._pending.popleft())
+
+    def _integrate(self, msgs: dict) -> None:
         try:
             t = time.perf_counter()
             frame = self._to_frame(msgs)
@@ -258,7 +278,7 @@ class MappingNode(Node):
             self._drop("bad message", str(exc))
         except FrameError as exc:
             self._drop("bad frame", str(exc))
-        except Exception as exc:  # never let a bad frame kill the input thread
+        except Exception as exc:  # never let a bad frame kill the integration thread
             self._drop("unexpected error", repr(exc))
 
     def _to_frame(self, msgs: dict) -> Frame:
@@ -443,7 +463,7 @@ def main(args=None) -> None:
     node = None
     try:
         node = MappingNode()
-        executor = MultiThreadedExecutor(num_threads=3)
+        executor = MultiThreadedExecutor(num_threads=4)
         executor.add_node(node)
         executor.spin()
     except (KeyboardInterrupt, ExternalShutdownException):
