@@ -186,6 +186,14 @@ def repeated_grid_sampling(
     return [order[starts + (k % counts)] for k in range(passes)]
 
 
+def random_grid_sample(points: torch.Tensor, voxel_size: float,
+                       generator: torch.Generator | None = None) -> torch.Tensor:
+    """Indices of one random point per occupied voxel: a single pass of repeated grid sampling."""
+    if points.shape[0] == 0:
+        return torch.zeros(0, dtype=torch.int64, device=points.device)
+    return _one_random_point_per_voxel(points, voxel_size, generator)[1]
+
+
 def match_frames(
     points_a: torch.Tensor,
     points_b: torch.Tensor,

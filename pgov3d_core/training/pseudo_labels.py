@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pgov3d_core.geometry import repeated_grid_sampling
+from pgov3d_core.geometry import random_grid_sample, repeated_grid_sampling
 from pgov3d_core.labelling.parsing import normalize_item
 
 log = logging.getLogger(__name__)
@@ -78,7 +78,7 @@ def pseudo_label_points(
     passes = torch.zeros(n, dtype=torch.int32)
     covering = repeated_grid_sampling(xyz, voxel_size, generator)
     extra = max(0, min_passes - len(covering))
-    schedule = covering + [s for _ in range(extra) for s in repeated_grid_sampling(xyz, voxel_size, generator)[:1]]
+    schedule = covering + [random_grid_sample(xyz, voxel_size, generator) for _ in range(extra)]
     if max_passes is not None:
         schedule = schedule[:max_passes]
     for idx in schedule:
