@@ -18,6 +18,7 @@ setup(
         (f"share/{PACKAGE}", ["package.xml"]),
         (f"share/{PACKAGE}/launch", glob("launch/*.launch.py")),
         (f"share/{PACKAGE}/config", glob("config/*.yaml")),
+        (f"share/{PACKAGE}/config/cameras", glob("config/cameras/*.yaml")),
         (f"share/{PACKAGE}/rviz", glob("rviz/*.rviz")),
     ],
     install_requires=["setuptools"],
@@ -30,6 +31,7 @@ setup(
         "console_scripts": [
             "mapping_node = pgov3d_ros.mapping_node:main",
             "replay = pgov3d_ros.replay:main",
+            "tf_pose = pgov3d_ros.tf_pose:main",
         ],
     },
 )
