@@ -330,13 +330,20 @@ def test_sigkill_and_resume_reproduces_the_uninterrupted_loss_curve(scenes, tmp_
     assert f"resumed from {latest} at step {resumed_from}" in resumed.stderr
     curve = read_metrics(run_dir)
     assert [r["step"] for r in curve] == list(range(1, 41))  # lines past the checkpoint were replaced
+    # The promise is "the same run up to float32 rounding": on some CPUs (AMD, MKL's AVX2
+    # kernels) BLAS results depend on buffer alignment, which differs in a new process, so the
+    # curves may differ by a few ulps (0.1101917 vs 0.1101916 seen once in CI). Measured on this
+    # config (see bench notes in the README): flipping every weight by one ulp at the resume
+    # moves losses by at most 1.5e-6 (relative) and weights by 1.6e-6 over 30 steps, while a
+    # real resume bug is orders of magnitude larger (optimiser state not restored: 0.4).
     for got, want in zip(curve, reference, strict=True):
-        for key in ("loss", "alignment", "consistency", "lr"):
-            assert got[key] == pytest.approx(want[key], rel=1e-6, abs=1e-7), (got["step"], key)
+        assert got["lr"] == want["lr"], got["step"]  # the schedule is exact arithmetic on the step
+        for key in ("loss", "alignment", "consistency"):
+            assert got[key] == pytest.approx(want[key], rel=1e-4, abs=1e-6), (got["step"], key)
     final = ckpt_io.load_checkpoint(run_dir / "checkpoints" / "last.pt")
     ref_final = ckpt_io.load_checkpoint(ref_dir / "checkpoints" / "last.pt")
     for k, v in ref_final["model"].items():
-        assert torch.allclose(final["model"][k].float(), v.float(), atol=1e-6), k
+        assert torch.allclose(final["model"][k].float(), v.float(), rtol=1e-4, atol=1e-4), k
 
 
 def _free_port() -> int:

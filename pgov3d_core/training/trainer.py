@@ -9,7 +9,11 @@ TensorBoard scalars and `metrics.jsonl` (one line per step: the loss terms, lr, 
 
 Exact resume: model/optimiser/scheduler/scaler/RNG states are restored and the data of step s is a
 function of (seed, s) only (`sampling`), so steps after the checkpoint reproduce an uninterrupted
-run's losses (bit-exact on CPU; on GPU up to non-deterministic kernels).
+run's losses: bit-exact where BLAS rounding does not depend on buffer alignment (Intel CPUs
+with MKL_CBWR=AUTO,STRICT, which the training CLIs set), within a few float32 ulps where that mode
+does not hold (seen once on an AMD EPYC: MKL's AVX2 kernels round by alignment, which differs in a
+new process; test_stage1 measures the size of such drift), and on GPU up to non-deterministic
+kernels.
 """
 
 from __future__ import annotations
