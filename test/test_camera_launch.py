@@ -468,3 +468,63 @@ def test_zed_preset_with_pose_from_tf_integrates_bgra_and_metric_depth(tmp_path)
     assert status["frames_integrated"] == len(frames), (status, log)
     # 32FC1 metres (depth_scale not applied), bgra8 colour, poses via the bridge: the core's map.
     assert status["voxels"] == _expected_voxels(frames, max_depth=8.0), (status, log)
+
+
+# ---------------------------------------------------------------------------- recorded bags
+
+
+def _write_bag(path, frames, topics, invert_poses=False):
+    """A rosbag2 bag as a RealSense + SLAM recording: the driver's topic names, 16UC1 mm."""
+    from builtin_interfaces.msg import Time
+    from geometry_msgs.msg import PoseStamped
+    from rclpy.serialization import serialize_message
+    from rosbags.rosbag2 import Writer
+    from rosbags.typesys import Stores, get_typestore
+
+    from pgov3d_ros.conversions import K_to_camera_info, depth_to_image, matrix_to_pose, rgb_to_image
+
+    typestore = get_typestore(Stores.ROS2_KILTED)
+    types = {"color/image": "sensor_msgs/msg/Image", "depth/image": "sensor_msgs/msg/Image",
+             "depth/camera_info": "sensor_msgs/msg/CameraInfo", "pose": "geometry_msgs/msg/PoseStamped"}
+    with Writer(path, version=9) as writer:
+        conns = {own: writer.add_connection(topics[own], ty, typestore=typestore) for own, ty in types.items()}
+        for i, frame in enumerate(frames):
+            t_ns = 1_000_000_000 + i * 100_000_000
+            stamp = Time(sec=t_ns // 10**9, nanosec=t_ns % 10**9)
+            pose = PoseStamped()
+            pose.header.stamp, pose.header.frame_id = stamp, "map"
+            matrix_to_pose(np.linalg.inv(frame.pose) if invert_poses else frame.pose, pose.pose)
+            msgs = {"depth/camera_info": K_to_camera_info(K, 48, 36, stamp, "camera_color_optical_frame"),
+                    "color/image": rgb_to_image(frame.color, stamp, "camera_color_optical_frame"), "pose": pose,
+                    "depth/image": depth_to_image(frame.depth, stamp, "camera_color_optical_frame", 1000.0)}
+            # Recorded order differs per topic (pose late, as from a SLAM system).
+            for own in ("depth/camera_info", "depth/image", "color/image", "pose"):
+                writer.write(conns[own], t_ns + (3_000_000 if own == "pose" else 0), serialize_message(msgs[own]))
+
+
+def test_a_recorded_bag_is_exported_with_the_launch_topics_and_checked(tmp_path):
+    from pgov3d_core.data.scene import Scene
+    from pgov3d_core.tools.check_scene import check_scene
+    from pgov3d_ros.bag_to_scene import export_bag, main
+
+    frames = _frames(8)
+    topics = {**REALSENSE, "pose": "/orb_slam3/camera_pose"}
+    _write_bag(tmp_path / "bag", frames, topics)
+    args = {"camera": "realsense", "pose_topic": "/orb_slam3/camera_pose"}
+    summary = export_bag(tmp_path / "bag", tmp_path / "scene", args, every=2)
+    assert (summary.frames, summary.depth_messages) == (4, 8) and not summary.skipped
+    scene = Scene(tmp_path / "scene")
+    for got, want in zip(scene, frames[::2], strict=True):
+        np.testing.assert_allclose(got.pose, want.pose, atol=1e-6)
+        np.testing.assert_allclose(got.depth, want.depth, atol=1e-3)
+        np.testing.assert_array_equal(got.color, want.color)
+    assert check_scene(tmp_path / "scene").likely_convention == "camera-to-world"
+
+    # World-to-camera poses recorded (a common SLAM output mix-up): check_scene says so.
+    _write_bag(tmp_path / "inverted", frames, topics, invert_poses=True)
+    export_bag(tmp_path / "inverted", tmp_path / "inverted_scene", args)
+    report = check_scene(tmp_path / "inverted_scene")
+    assert report.likely_convention == "world-to-camera", report
+
+    # Topics the bag does not have: the error lists the bag's topics.
+    assert main([str(tmp_path / "bag"), str(tmp_path / "x"), "--camera", "zed2"]) == 1
