@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +30,7 @@ import numpy as np
 import torch
 
 from pgov3d_core.data.frame import Frame, FrameError
+from pgov3d_core.fileio import atomic_write
 from pgov3d_core.geometry import backproject, pack_keys, voxel_coords
 
 log = logging.getLogger(__name__)
@@ -424,17 +424,8 @@ class VoxelMap:
 
     def save(self, path: str | os.PathLike) -> Path:
         """Write the map to an .npz file atomically (a crash never leaves a half-written map)."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                np.savez(f, **self.state_dict())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        return path
+        state = self.state_dict()
+        return atomic_write(path, lambda f: np.savez(f, **state))
 
     @classmethod
     def load(cls, path: str | os.PathLike, device: str | torch.device = "cpu", **overrides) -> VoxelMap:

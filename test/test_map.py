@@ -163,3 +163,25 @@ def test_label_votes_majority_and_oracle_features(tmp_path):
     assert res.labels[right].eq(0).all() and res.labels[left].eq(1).all()
     loaded = VoxelMap.load(vmap.save(tmp_path / "m.npz"))
     assert torch.equal(loaded.label_votes(), vmap.label_votes())
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077, 0o002])
+def test_saved_files_follow_the_process_umask(tmp_path, umask):
+    """Maps and checkpoints are shared between users and tools: their mode is what a plain
+    open() would give (0666 & ~umask), not the 0600 of a temporary file."""
+    import os
+    import stat
+
+    from pgov3d_core.training.checkpoint import atomic_torch_save
+
+    m = VoxelMap(voxel_size=0.05)
+    m.integrate(plane_frame())
+    old = os.umask(umask)
+    try:
+        written = [m.save(tmp_path / "map.npz"), atomic_torch_save({"x": torch.ones(2)}, tmp_path / "c.pt")]
+    finally:
+        os.umask(old)
+    for path in written:
+        assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask, path
+    assert len(VoxelMap.load(written[0])) == len(m)
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]  # no temporary file left

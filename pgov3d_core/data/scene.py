@@ -21,7 +21,6 @@ from __future__ import annotations
 import logging
 import os
 import re
-import tempfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +30,7 @@ import yaml
 from PIL import Image, UnidentifiedImageError
 
 from pgov3d_core.data.frame import Frame, FrameError
+from pgov3d_core.fileio import atomic_write, atomic_write_bytes  # noqa: F401  (re-exported)
 from pgov3d_core.geometry import GeometryError, check_intrinsics, check_rigid
 
 log = logging.getLogger(__name__)
@@ -284,29 +284,10 @@ class PointCloud:
 # ------------------------------------------------------------------ writing
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _save_image(path: Path, array: np.ndarray) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=path.suffix)
-    os.close(fd)
-    try:
-        kwargs = {"quality": 95} if path.suffix.lower() in (".jpg", ".jpeg") else {}
-        Image.fromarray(array).save(tmp, **kwargs)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    kwargs = {"quality": 95} if path.suffix.lower() in (".jpg", ".jpeg") else {}
+    image = Image.fromarray(array)
+    atomic_write(path, lambda f: image.save(f, format=Image.registered_extensions()[path.suffix.lower()], **kwargs))
 
 
 def write_matrix(path: Path, m: np.ndarray) -> None:
