@@ -105,6 +105,26 @@ class SegmentationConfig:
             raise ValueError("box_batch must be >= 1")
 
 
+NAMINGS = ("canonical", "synonyms")
+
+
+@dataclass
+class OracleConfig:
+    """How the oracle labeller names the ground-truth classes in the entity cache."""
+
+    naming: str = "canonical"  # canonical: the class name | synonyms: MLLM-style, a seeded synonym per frame
+    seed: int = 0  # synonyms: which name each frame and class gets
+    synonyms: dict | None = None  # synonyms: {class: [names]}; null = labelling.synonyms.SYNONYMS
+
+    def __post_init__(self) -> None:
+        if self.naming not in NAMINGS:
+            raise ValueError(f"naming must be one of {NAMINGS}, got {self.naming!r}")
+        if self.synonyms is not None:
+            from pgov3d_core.labelling.synonyms import check_synonyms
+
+            check_synonyms(self.synonyms)
+
+
 @dataclass
 class TextEncoderSection:
     """Defaults for the CLIP text encoder of the consumers (weights.text_encoder is its checkpoint)."""
@@ -128,6 +148,7 @@ class LabellingConfig:
     grounding: GroundingConfig = _section(GroundingConfig)
     segmentation: SegmentationConfig = _section(SegmentationConfig)
     text_encoder: TextEncoderSection = _section(TextEncoderSection)
+    oracle: OracleConfig = _section(OracleConfig)
 
     def __post_init__(self) -> None:
         if self.labeller not in LABELLERS:
@@ -173,6 +194,13 @@ class LabellingConfig:
         except (TypeError, ValueError) as exc:
             raise ConfigError(str(exc)) from None
 
+    def merged(self, overrides: dict | None) -> LabellingConfig:
+        """A copy with a nested mapping of settings merged over this one (e.g. the curriculum's
+        `labelling.overrides: {oracle: {naming: synonyms}}`), checked like the file."""
+        from pgov3d_core.config import merge
+
+        return self if not overrides else LabellingConfig.from_dict(merge(self.to_dict(), overrides))
+
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
@@ -192,6 +220,7 @@ class LabellingConfig:
                 "mechanical, not open-world, run)"
             )
         return {
+            "backend": "open_clip",
             "model": t.model,
             "checkpoint": self.weights.text_encoder,
             "random_init": t.random_init,

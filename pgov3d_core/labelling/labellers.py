@@ -33,7 +33,7 @@ class Labeller(Protocol):
 
     def cannot_label(self, frame: Frame) -> str | None: ...
 
-    def label(self, frames: list[Frame], class_names: list[str]) -> list[EntityResult]: ...
+    def label(self, frames: list[Frame], class_names: list[str], scene: str = "") -> list[EntityResult]: ...
 
 
 def labeller_identity(cfg: LabellingConfig) -> str:
@@ -41,7 +41,12 @@ def labeller_identity(cfg: LabellingConfig) -> str:
     weight file/folder names, and a hash of the settings that change its output. A cached frame
     with another identity is relabelled (moving the weights folder does not count as a change)."""
     if cfg.labeller == "oracle":
-        return "oracle|v1"
+        o = cfg.oracle
+        if o.naming == "canonical":
+            return "oracle|v1"
+        from pgov3d_core.labelling.synonyms import SYNONYMS, table_fingerprint
+
+        return f"oracle|v1|synonyms|{o.seed}|{table_fingerprint(o.synonyms or SYNONYMS)}"
     w = cfg.weights
     names = [Path(p).name if p else "unset" for p in (w.llava, w.grounding_dino, w.sam)]
     settings = cfg.fingerprint(("vocabulary", "grounding", "segmentation"))
@@ -51,9 +56,11 @@ def labeller_identity(cfg: LabellingConfig) -> str:
 # --------------------------------------------------------------------------- oracle
 
 
-def oracle_entities(labels: np.ndarray, class_names: list[str], where: str = "frame") -> EntityResult:
+def oracle_entities(labels: np.ndarray, class_names: list[str], where: str = "frame",
+                    name_of=None) -> EntityResult:
     """Ground-truth class ids (H, W), -1 = none → entities of the classes present in the frame,
-    in class-id order: entity k is class_names[present[k - 1]]."""
+    in class-id order: entity k is class present[k - 1], named class_names[present[k - 1]] or, with
+    `name_of`, name_of(that class name)."""
     lab = np.asarray(labels, dtype=np.int64)
     present = np.unique(lab[lab >= 0])
     if len(present) and present[-1] >= len(class_names):
@@ -64,7 +71,7 @@ def oracle_entities(labels: np.ndarray, class_names: list[str], where: str = "fr
     lut = np.zeros(int(present[-1]) + 2 if len(present) else 1, dtype=np.uint16)  # index id + 1
     lut[present + 1] = np.arange(1, len(present) + 1, dtype=np.uint16)
     entity = lut[np.maximum(lab, -1) + 1]
-    names = [class_names[int(c)] for c in present]
+    names = [class_names[int(c)] if name_of is None else name_of(class_names[int(c)]) for c in present]
     return EntityResult(entity=entity, labels=names, scores=[1.0] * len(names), vocabulary=list(names))
 
 
@@ -72,17 +79,31 @@ class OracleLabeller:
     name = "oracle"
 
     def __init__(self, cfg: LabellingConfig | None = None):
-        self.identity = labeller_identity(cfg or LabellingConfig(labeller="oracle"))
+        from pgov3d_core.labelling.synonyms import SYNONYMS, check_synonyms
+
+        cfg = cfg or LabellingConfig(labeller="oracle")
+        self.identity = labeller_identity(cfg)
+        self.naming = cfg.oracle.naming
+        self.seed = int(cfg.oracle.seed)
+        self.synonyms = check_synonyms(cfg.oracle.synonyms or SYNONYMS)
 
     def cannot_label(self, frame: Frame) -> str | None:
         return "no ground-truth label image (label/<id>.png)" if frame.labels is None else None
 
-    def label(self, frames: list[Frame], class_names: list[str]) -> list[EntityResult]:
+    def label(self, frames: list[Frame], class_names: list[str], scene: str = "") -> list[EntityResult]:
+        """Entities of the ground-truth classes; in `synonyms` naming each class present in a frame
+        is written under one name drawn for (seed, scene, frame, class), as an MLLM would name it.
+        Only the names change: the scene's label images and class_names (evaluation) stay canonical."""
+        from pgov3d_core.labelling.synonyms import draw_name
+
         out = []
         for f in frames:
             if f.labels is None:
                 raise LabellingError(f"frame {f.frame_id!r}: the oracle labeller needs a ground-truth label image")
-            out.append(oracle_entities(f.labels, class_names, f"frame {f.frame_id!r}"))
+            name_of = None
+            if self.naming == "synonyms":
+                name_of = lambda c, fid=f.frame_id: draw_name(self.synonyms, c, self.seed, scene, fid)  # noqa: E731
+            out.append(oracle_entities(f.labels, class_names, f"frame {f.frame_id!r}", name_of))
         return out
 
 
@@ -118,7 +139,7 @@ class ModelLabeller:
         return None
 
     @torch.inference_mode()
-    def label(self, frames: list[Frame], class_names: list[str]) -> list[EntityResult]:
+    def label(self, frames: list[Frame], class_names: list[str], scene: str = "") -> list[EntityResult]:
         images = [np.asarray(f.color, dtype=np.uint8) for f in frames]
         answers = self.vocabulary.describe_and_list(images)
         detections = self.detector.detect(images, [a.categories for a in answers])

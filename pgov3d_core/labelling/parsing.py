@@ -166,6 +166,20 @@ def _singularize_head(phrase: str) -> str:
 
 def normalize_item(text: str) -> str:
     """One candidate name → its normalised form ('' when nothing name-like is left)."""
+    t = _normalize_text(text)
+    return "" if t in _GENERIC else t
+
+
+def normalize_label(text: str) -> str:
+    """A grounded entity label → its normalised form: the same text rules as `normalize_item`
+    (case, punctuation, articles, counts, plural → singular) but generic words are kept. The
+    generic filter is for parsing an MLLM answer; a label that owns pixels in a frame has already
+    been accepted as an object, and dropping it later would lose its points even when its name is
+    as generic as "picture" or "painting" (Stage 2's scene vocabulary)."""
+    return _normalize_text(text)
+
+
+def _normalize_text(text: str) -> str:
     t = _MARKDOWN.sub("", text)
     prev = None
     while prev != t:  # nested parentheses: "(a (b))"
@@ -186,10 +200,9 @@ def normalize_item(text: str) -> str:
         first, _, rest = t.partition(" ")
         if rest and (first in _DETERMINERS or first.isdigit()):
             t, changed = rest, True
-    if not t or t in _GENERIC or t in _DETERMINERS or not re.search(r"[a-z]", t):
+    if not t or t in _DETERMINERS or not re.search(r"[a-z]", t):
         return ""
-    t = _singularize_head(t)
-    return "" if t in _GENERIC else t
+    return _singularize_head(t)
 
 
 def _strip_lead_in(segment: str) -> str:

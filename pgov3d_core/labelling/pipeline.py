@@ -181,7 +181,7 @@ def _label_scene(
             if not frames:
                 continue
             lab = get_labeller()
-            results = lab.label(frames, scene.class_names)
+            results = lab.label(frames, scene.class_names, scene=root.name)
             for frame, result in zip(frames, results, strict=True):
                 if result.entity.shape != frame.depth.shape:
                     raise RuntimeError(

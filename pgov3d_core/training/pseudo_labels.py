@@ -1,7 +1,9 @@
 """Stage 2 point-wise pseudo-labels (paper §3.2, "Point-wise Entity Generation").
 
 1. Scene vocabulary C: the union of the grounded labels of all the scene's frames, normalised
-   (case, whitespace, plural → singular, duplicates) with the labelling parser's `normalize_item`.
+   (case, whitespace, plural → singular, duplicates) with the labelling parser's `normalize_label`
+   (generic words such as "picture" are kept: a grounded label owns pixels). With free-form names
+   (an MLLM, or the oracle's synonym mode) C holds every name a class was given ("sofa", "couch").
 2. The stage-1 model labels the full scene cloud under repeated random grid sampling: voxelise,
    keep one random point per voxel, run the model on that subset, and repeat until every point has
    been kept at least once (and at least `min_passes` times overall). Each pass gives the kept
@@ -29,7 +31,7 @@ import numpy as np
 import torch
 
 from pgov3d_core.geometry import random_grid_sample, repeated_grid_sampling
-from pgov3d_core.labelling.parsing import normalize_item
+from pgov3d_core.labelling.parsing import normalize_label
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +45,7 @@ def scene_vocabulary(label_lists: Iterable[Iterable[str]]) -> list[str]:
     alphabetical) so the order is deterministic."""
     counts: Counter[str] = Counter()
     for labels in label_lists:
-        counts.update({n for n in (normalize_item(t) for t in labels) if n})
+        counts.update({n for n in (normalize_label(t) for t in labels) if n})
     return sorted(counts, key=lambda t: (-counts[t], t))
 
 
