@@ -86,12 +86,16 @@ PARAMETERS: dict[str, tuple[object, str]] = {
     "network_period": (2.0, "Seconds between network passes over the map (0 disables)."),
     "network_voxel_budget": (200000, "Most voxels one network pass covers: the whole map when it is smaller, "
                              "else the region around the most recently changed voxels."),
+    "text_encoder_backend": ("sentence", "Text encoder without a network checkpoint to take it from: 'sentence' "
+                             "(the bundled all-MiniLM-L6-v2, or the sentence-transformers folder "
+                             "text_encoder_checkpoint) or 'open_clip' (CLIP text tower)."),
     "text_encoder_model": ("ViT-B-32", "open_clip architecture of the text encoder."),
-    "text_encoder_checkpoint": ("", "Local open_clip checkpoint of the text encoder (never downloaded)."),
+    "text_encoder_checkpoint": ("", "Local text-encoder weights, never downloaded: an open_clip checkpoint file, "
+                                "or a sentence-transformers folder ('' with backend sentence: the bundled one)."),
     "text_encoder_random_init": (False, "Build the text encoder with seeded random weights (no language "
                                  "meaning: tests and demos without real weights)."),
     "text_encoder_random_dim": (0, "With random init: > 0 builds a small CLIP of this embedding size."),
-    "text_template": ("a {} in a scene", "Prompt template of query and class texts."),
+    "text_template": ("", "Prompt template of query and class texts ('' = the backend's default)."),
     "text_cache_path": ("", "Persistent text-embedding cache file (empty: in memory only)."),
 }
 
@@ -212,8 +216,10 @@ class MappingNode(Node):
         """The configured text encoder, or None (logged) when its weights are missing: the node
         still maps, and queries answer with the reason."""
         p = lambda name: self.get_parameter(name).value  # noqa: E731
-        cfg = {"model": p("text_encoder_model"), "checkpoint": p("text_encoder_checkpoint") or None,
-               "random_init": p("text_encoder_random_init"), "template": p("text_template"),
+        # Random weights exist only for the open_clip architecture (unit tests).
+        backend = "open_clip" if p("text_encoder_random_init") else p("text_encoder_backend")
+        cfg = {"backend": backend, "model": p("text_encoder_model"), "checkpoint": p("text_encoder_checkpoint") or None,
+               "random_init": p("text_encoder_random_init"), "template": p("text_template") or None,
                "cache_path": p("text_cache_path") or None, "config_key": "parameter text_encoder_checkpoint"}
         if cfg["random_init"] and p("text_encoder_random_dim") > 0:
             cfg["model_cfg"] = tiny_clip_config(p("text_encoder_random_dim"))
@@ -225,7 +231,7 @@ class MappingNode(Node):
                    "config_key": "text_encoder.checkpoint of the network checkpoint's config"}
         try:
             return TextEncoder(cfg)
-        except WeightsError as exc:
+        except (WeightsError, ValueError) as exc:
             self._text_encoder_error = str(exc)
             self.get_logger().error(f"text encoder not loaded: {exc}")
             return None

@@ -61,6 +61,7 @@ def test_replayed_scene_builds_the_core_map_and_survives_garbage(tmp_path):
     cmd = node_command(
         "mapping_node", "pgov3d_mapping", SHARE / "config" / "mapping.yaml",
         "-p", "voxel_size:=0.05", "-p", "map_publish_period:=0.2", "-p", f"map_save_path:={save_path}",
+        "-p", "text_encoder_backend:=open_clip",  # no CLIP weights: queries must say why they fail
     )
     replay_cmd = node_command("replay", "pgov3d_replay", None)
     replay_cmd[1:1] = [str(scene_dir), "--fps", "5"]

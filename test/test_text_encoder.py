@@ -2,6 +2,7 @@ import os
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -198,3 +199,32 @@ def test_bundled_model_loads_with_the_network_unreachable(tmp_path):
     assert out.returncode == 0, out.stderr[-3000:]
     assert out.stdout.split() == ["1", "384"]
     assert not (tmp_path / "empty_hf_home").exists()
+
+
+def test_minilm_identity_travels_in_checkpoints(minilm, tmp_path):
+    """The default stage-1 config trains into MiniLM's 384-d space; the checkpoint records the
+    encoder, and what stage 2, evaluation and the node rebuild from it is the same encoder."""
+    from pgov3d_core.config import load_config
+    from pgov3d_core.data.synthetic import generate_dataset
+    from pgov3d_core.inference import PointFeaturePredictor
+    from pgov3d_core.training.checkpoint import load_checkpoint
+    from pgov3d_core.training.stage1 import make_stage1_trainer
+
+    scenes = generate_dataset(tmp_path / "scenes", [0], n_frames=4, width=40, height=30, density=100)
+    root = Path(__file__).resolve().parents[1]
+    cfg = load_config(root / "config" / "stage1.yaml", [
+        f"data.scenes=[{str(scenes[0])!r}]", "data.synthetic=null", "data.match_voxel=0.05", "train.steps=1",
+        "train.ckpt_every=1", "train.batch_size=1", "train.progress=false", "train.tensorboard=false",
+        "train.threads=1"])
+    assert cfg["text_encoder"]["backend"] == "sentence" and cfg["text_encoder"]["checkpoint"] is None
+    trainer = make_stage1_trainer(cfg, tmp_path / "run")
+    trainer.fit()
+    ckpt = load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")
+    assert ckpt["text_encoder"] == {"identity": minilm.identity, "dim": 384}
+    assert ckpt["model_config"]["out_channels"] == 384  # the head follows the encoder's dimension
+    predictor = PointFeaturePredictor.from_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")
+    assert predictor.text_encoder_identity == minilm.identity and predictor.feature_dim == 384
+    assert TextEncoder(predictor.text_encoder_config).identity == minilm.identity
+    # Another encoder is another embedding space: stage 2 and the node compare identities.
+    other = TextEncoder({"backend": "sentence", "template": "a {} in a room"})
+    assert other.identity != minilm.identity

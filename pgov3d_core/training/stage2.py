@@ -200,8 +200,10 @@ def run_stage2(cfg: dict, run_dir: str | os.PathLike | None = None, resume: bool
         raise ValueError("pseudo.checkpoint: the stage-1 checkpoint that produces the pseudo-labels is required")
     data_cfg = cfg.get("data") or {}
     scenes = [Scene(p) for p in resolve_scenes(data_cfg, ctx)]
-    encoder = TextEncoder(cfg.get("text_encoder") or {})
     predictor = PointFeaturePredictor.from_checkpoint(pcfg.checkpoint, ctx.device)
+    # No text_encoder section: the stage-1 run's own (its config is in the checkpoint), so the
+    # pseudo-labels and the fine-tuning targets live in the embedding space stage 1 trained into.
+    encoder = TextEncoder(cfg.get("text_encoder") or predictor.text_encoder_config or {})
     if predictor.text_encoder_identity and predictor.text_encoder_identity != encoder.identity:
         raise ValueError(f"stage-1 checkpoint was trained against text encoder {predictor.text_encoder_identity!r}, "
                          f"but stage 2 is configured with {encoder.identity!r}")
