@@ -233,18 +233,23 @@ class QueryHits:
 
 
 def query_hit_statistics(map_xyz: np.ndarray, map_labels: np.ndarray, queries: list[str], truth_xyz: np.ndarray,
-                         truth_labels: np.ndarray, class_names: list[str], radius: float = 0.05) -> list[QueryHits]:
+                         truth_labels: np.ndarray, class_names: list[str], radius: float = 0.05,
+                         query_classes: list[str] | None = None) -> list[QueryHits]:
     """How well a map's per-point query labels (-1 = none) match a labelled ground-truth cloud.
-    Queries that are not class names get precision/recall NaN."""
+    Query q is scored against class `query_classes[q]` (default: the query text itself, for
+    queries that are class names); a query without a class gets precision/recall NaN."""
     from scipy.spatial import cKDTree
 
     truth_tree = cKDTree(truth_xyz)
     nearest = truth_labels[truth_tree.query(map_xyz)[1]] if len(map_xyz) else np.zeros(0, np.int64)
     observed = cKDTree(map_xyz).query(truth_xyz)[0] < radius if len(map_xyz) else np.zeros(len(truth_xyz), bool)
     out = []
-    for q, name in enumerate(queries):
+    targets = queries if query_classes is None else query_classes
+    if len(targets) != len(queries):
+        raise ValueError(f"{len(queries)} queries but {len(targets)} query classes")
+    for q, (name, target) in enumerate(zip(queries, targets, strict=True)):
         mine = map_labels == q
-        cls = class_names.index(name) if name in class_names else None
+        cls = class_names.index(target) if target in class_names else None
         if cls is None:
             out.append(QueryHits(name, int(mine.sum()), float("nan"), float("nan")))
             continue

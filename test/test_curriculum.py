@@ -51,6 +51,10 @@ def test_both_stages_learn_and_stage2_keeps_up(trained):
     assert s2.miou >= s1.miou - 0.03, (s1.miou, s2.miou)
     report = result.report["markdown"].read_text()
     assert "| stage 1 |" in report and "| stage 2 |" in report
+    # evaluation.query_texts: the same features also classified under names never used in training.
+    unseen = result.metrics["stage 2, query texts"]
+    assert unseen.class_names == s2.class_names and unseen.points == s2.points
+    assert "| stage 2, query texts |" in report
     assert (tmp / "report" / "per_class_iou.png").exists()
     assert list((tmp / "report").glob("top_down_stage2_*.png"))
     pseudo = list((tmp / "scenes" / "train").glob("*/pseudo_labels/*.npz"))
@@ -78,5 +82,5 @@ def test_demo_runs_at_the_smallest_size(tmp_path):
     out = subprocess.run([sys.executable, "-m", "pgov3d_ros.demo", "--quick", "--out", str(tmp_path / "demo")],
                          cwd=ROOT, capture_output=True, text=True, timeout=900)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
-    assert "| query | map points | precision | recall | best score |" in out.stdout
+    assert "| class | trained name | points | precision | recall | never-trained name | points |" in out.stdout
     assert (tmp_path / "demo" / "map.npz").exists() and (tmp_path / "demo" / "query_result.ply").exists()

@@ -89,3 +89,20 @@ def test_reports_are_written(tmp_path, rng):
     assert paths["iou_png"].read_bytes()[:4] == b"\x89PNG"
     png = render_top_down(tmp_path / "top.png", rng.uniform(0, 3, (500, 3)), gt, gt, names)
     assert png.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_query_hits_score_each_query_against_its_class():
+    from pgov3d_core.evaluation import query_hit_statistics
+
+    truth_xyz = np.array([[0, 0, 0], [1, 0, 0], [2, 0, 0], [3, 0, 0]], np.float32)
+    truth = np.array([0, 0, 1, 1])
+    # The map labels point 0 with query 0, points 1-3 with query 1 ("couch" is meant to find class 1).
+    hits = query_hit_statistics(truth_xyz, np.array([0, 1, 1, 1]), ["chair", "couch"], truth_xyz, truth,
+                                ["chair", "sofa"], query_classes=["chair", "sofa"])
+    assert [(h.query, h.points) for h in hits] == [("chair", 1), ("couch", 3)]
+    assert hits[0].precision == 1.0 and hits[0].recall == 0.5
+    assert abs(hits[1].precision - 2 / 3) < 1e-9 and hits[1].recall == 1.0
+    # Without query_classes a query that is no class name has no statistics.
+    plain = query_hit_statistics(truth_xyz, np.array([0, 1, 1, 1]), ["chair", "couch"], truth_xyz, truth,
+                                 ["chair", "sofa"])
+    assert np.isnan(plain[1].precision)

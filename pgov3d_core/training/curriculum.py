@@ -8,7 +8,9 @@ labels  pixel-wise entities for every training frame (the labelling pipeline's r
 stage1  partial-scene pre-training (skipped when its final checkpoint exists)
 stage2  pseudo-labels from the stage-1 model + full-scene fine-tuning (skipped when done)
 eval    zero-shot segmentation of the held-out scenes' clouds with each trained model: mIoU,
-        mAcc, per-class IoU, optional base/novel hIoU; markdown/JSON report + PNGs
+        mAcc, per-class IoU, optional base/novel hIoU, and with `evaluation.query_texts` (class →
+        text) the same under those texts, e.g. names never used as training labels ("<stage>,
+        query texts"); markdown/JSON report + PNGs
 
 A training stage with an unfinished run (checkpoints below its final step) continues only with
 `resume=True`; `from_stage` starts that stage and every later one over, moving the old run folders
@@ -114,13 +116,22 @@ def _training_stage(name: str, run_dir: Path, steps: int, opts: CurriculumOption
 
 def evaluate_checkpoint(
     checkpoint: Path, scenes: list[Scene], encoder: TextEncoder, class_names: list[str], device: str = "cpu",
-    render_dir: Path | None = None, tag: str = "",
-) -> SegmentationMetrics:
+    render_dir: Path | None = None, tag: str = "", query_texts: dict[str, str] | None = None,
+) -> tuple[SegmentationMetrics, SegmentationMetrics | None]:
     """Zero-shot segmentation of the scenes' full clouds: argmax cosine against the class names'
-    text embeddings; metrics over all scenes' points (one confusion matrix)."""
+    text embeddings; metrics over all scenes' points (one confusion matrix).
+
+    With `query_texts` (class → text; classes not in it keep their name) the same point features
+    are also classified against those texts — names the network need not have seen in training —
+    giving the second metrics (None without `query_texts`). Ground truth is always the class ids."""
+    unknown = sorted(set(query_texts or {}) - set(class_names))
+    if unknown:
+        raise CurriculumError(f"evaluation.query_texts names classes {unknown} that the evaluation classes "
+                              f"{class_names} do not have")
     predictor = PointFeaturePredictor.from_checkpoint(checkpoint, device)
     text = encoder.encode(class_names)
-    preds, gts = [], []
+    query_text = encoder.encode([query_texts.get(c, c) for c in class_names]) if query_texts else None
+    preds, query_preds, gts = [], [], []
     for scene in scenes:
         cloud = scene.cloud()
         if cloud is None:
@@ -128,11 +139,17 @@ def evaluate_checkpoint(
         feats = predictor.features(torch.from_numpy(cloud.xyz), torch.from_numpy(cloud.rgb))
         pred = predict_classes(feats, text).numpy()
         preds.append(pred)
+        if query_text is not None:
+            query_preds.append(predict_classes(feats, query_text).numpy())
         gts.append(cloud.labels)
         if render_dir is not None:
             render_top_down(render_dir / f"top_down_{tag}_{scene.root.name}.png", cloud.xyz, pred, cloud.labels,
                             class_names)
-    return SegmentationMetrics.from_predictions(np.concatenate(preds), np.concatenate(gts), class_names)
+    gt = np.concatenate(gts)
+    canonical = SegmentationMetrics.from_predictions(np.concatenate(preds), gt, class_names)
+    queried = (SegmentationMetrics.from_predictions(np.concatenate(query_preds), gt, class_names)
+               if query_text is not None else None)
+    return canonical, queried
 
 
 def run_curriculum(cfg: dict, opts: CurriculumOptions | None = None) -> CurriculumResult:
@@ -173,11 +190,13 @@ def run_curriculum(cfg: dict, opts: CurriculumOptions | None = None) -> Curricul
     lab = cfg.get("labelling") or {}
 
     def do_labels():
+        from pgov3d_core.labelling.config import LabellingConfig
         from pgov3d_core.labelling.pipeline import label_scenes
 
+        lcfg = LabellingConfig.load(lab.get("config")).merged(lab.get("overrides"))
         # Every frame: stage 1 reads the entities of its sampled frames and of their partner frames,
         # and stage 2 builds each scene's vocabulary from all of them.
-        reports = label_scenes(train_root, lab.get("config"), labeller=lab.get("labeller", "oracle"),
+        reports = label_scenes(train_root, lcfg, labeller=lab.get("labeller", "oracle"),
                                stride=1, progress=opts.progress, print_summary=False)
         failed = {f"{r.root.name}/{fid}": why for r in reports for fid, why in r.failed.items()}
         if failed:
@@ -241,13 +260,17 @@ def run_curriculum(cfg: dict, opts: CurriculumOptions | None = None) -> Curricul
         encoder = TextEncoder(copy.deepcopy(s1.get("text_encoder")) or {})
         report_dir = run_dir / "report"
         runs = {"stage 1": s1_ckpt} | ({"stage 2": s2_ckpt} if s2_ckpt else {})
+        query_texts = dict(ev.get("query_texts") or {})
         for name, ckpt in runs.items():
-            result.metrics[name] = evaluate_checkpoint(ckpt, scenes, encoder, class_names, render_dir=report_dir,
-                                                       tag=name.replace(" ", ""))
+            result.metrics[name], queried = evaluate_checkpoint(
+                ckpt, scenes, encoder, class_names, render_dir=report_dir, tag=name.replace(" ", ""),
+                query_texts=query_texts)
+            if queried is not None:
+                result.metrics[f"{name}, query texts"] = queried
             for split in ev.get("base_novel_splits") or []:
                 result.base_novel.setdefault(name, {})[split] = asdict(base_novel_metrics(result.metrics[name], split))
         result.report = write_report(report_dir, result.metrics, title="pgov3d curriculum: held-out scenes",
-                                     extra={"base_novel": result.base_novel,
+                                     extra={"base_novel": result.base_novel, "query_texts": query_texts,
                                             "checkpoints": {k: str(v) for k, v in runs.items()}})
         return "ran", str(report_dir)
 
