@@ -33,13 +33,14 @@ On a GPU the models run in float16 (LLaVA-NeXT weights in float16, GroundingDINO
 autocast) and LLaVA-NeXT and GroundingDINO are batched over frames (`batch_size`); SAM encodes one
 image at a time and decodes all its boxes in batches. On CPU everything runs in float32.
 
-Without these weights the pipeline is mechanically complete but not open-world: the oracle
-labeller (`--labeller oracle`) writes the same entity files from a scene's ground-truth label
-images and class names (synthetic scenes, the base-annotated protocol), and the text encoder
-with `random_init: true` gives deterministic but meaningless embeddings. Tests and the
+Without these weights the oracle labeller (`--labeller oracle`) writes the same entity files from
+a scene's ground-truth label images and class names (synthetic scenes, the base-annotated
+protocol), optionally naming each object MLLM-style with a seeded synonym per frame
+(`oracle.naming: synonyms`, see `synonyms`); the text side still has real language meaning through
+the bundled sentence encoder (`text_encoder`, backend `sentence`). Tests and the
 benchmark use tiny random-weight checkpoints built locally (`tiny`) through the same loaders.
 
 Modules: `parsing` (answer → categories), `models` (LLaVA-NeXT, GroundingDINO, SAM wrappers),
 `entities` (merge, cache files, reader, overlay), `labellers` (models / oracle), `pipeline`
-(`label_scenes`), `config`, `tiny`, `text_encoder`.
+(`label_scenes`), `config`, `tiny`, `text_encoder` + `sentence_model`, `synonyms`.
 """
