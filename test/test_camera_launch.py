@@ -266,7 +266,13 @@ def _frames(n=6):
         rgb[..., 0] = (u * 5 + 40 * i) % 256
         rgb[..., 1] = 120
         rgb[..., 2] = 30 * i
-        depth = (2.0 + 0.01 * u).astype(np.float32)
+        # Depth of the world plane z = 3 m seen from this pose (ray-plane intersection), so the
+        # frames are geometrically consistent, as a real recording is.
+        rays = np.stack([(u - K[0, 2]) / K[0, 0], (np.arange(h)[:, None].repeat(w, 1) - K[1, 2]) / K[1, 1],
+                         np.ones((h, w))], -1)
+        depth = (3.0 - pose[2, 3]) / (rays @ pose[2, :3])
+        # In whole millimetres, as a 16UC1 driver sends it, so the node sees exactly these depths.
+        depth = np.round(depth * 1000).astype(np.uint16).astype(np.float32) / np.float32(1000)
         frames.append(Frame(rgb, depth, K, pose, frame_id=str(i)))
     return frames
 

@@ -57,7 +57,7 @@ def test_check_scene_detects_pose_convention_and_depth_scale(tmp_path, capsys):
     assert np.allclose(good.K_depth, K, atol=1e-3)
     # Millimetre depth read as if in tenths of a metre: 100x too far, flagged.
     wrong_scale = check_scene(scene, depth_scale=10.0)
-    assert any("depth_scale 10.0 is probably too small" in w for w in wrong_scale.warnings)
+    assert wrong_scale.diagnosis == "depth scale" and wrong_scale.suggested_depth_scale == 1000.0
     # Poses stored world-to-camera: the tool says so.
     for pose_file in (scene / "pose").glob("*.txt"):
         np.savetxt(pose_file, np.linalg.inv(np.loadtxt(pose_file)))
