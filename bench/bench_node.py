@@ -39,7 +39,7 @@ def bench_integration(tmp: Path, frames: int, reliability: str) -> None:
     scene = tmp / "scene"
     if not scene.exists():
         generate_scene(scene, seed=7, n_frames=frames, width=640, height=480)
-    cmd = node_command("mapping_node", "pgov3d_mapping", SHARE / "config" / "mapping.yaml",
+    cmd = node_command("mapping_node", "pgov3d", SHARE / "config" / "mapping.yaml",
                        "-p", "map_publish_period:=0.0", "-p", "sync_queue_size:=50",
                        "-p", f"input_reliability:={reliability}")
     with running_node(cmd, tmp / "node.log"):
@@ -78,7 +78,7 @@ def bench_query(tmp: Path, voxels: int, repeats: int) -> None:
     vmap.integrate_points((grid.float() + 0.5) * 0.02, torch.full((len(grid), 3), 128.0))
     vmap.set_features(torch.arange(len(vmap)), torch.randn(len(vmap), 512))
     path = vmap.save(tmp / f"map_{voxels}.npz")
-    cmd = node_command("mapping_node", "pgov3d_mapping", SHARE / "config" / "mapping.yaml",
+    cmd = node_command("mapping_node", "pgov3d", SHARE / "config" / "mapping.yaml",
                        "-p", f"initial_map:={path}", "-p", "text_encoder_random_init:=true",
                        "-p", "text_encoder_random_dim:=512", "-p", f"max_voxels:={voxels}")
     with running_node(cmd, tmp / "node_q.log"):

@@ -16,12 +16,13 @@ without launch installed); this file only turns its plan into launch actions.
 import os
 
 from ament_index_python.packages import PackageNotFoundError, get_package_prefix, get_package_share_directory
-from launch.actions import DeclareLaunchArgument, LogInfo, OpaqueFunction
+from launch.actions import DeclareLaunchArgument, LogInfo, OpaqueFunction, SetEnvironmentVariable
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 
 from launch import LaunchDescription
 from pgov3d_ros.launch_args import LAUNCH_ARGUMENTS, LaunchArgumentError, plan
+from pgov3d_ros.transport import transport_environment
 
 
 def _installed(package: str) -> bool:
@@ -42,6 +43,9 @@ def _nodes(context):
         # argument (a RuntimeError is what launch reports as a failed launch, in one line).
         raise RuntimeError(f"pgov3d mapping.launch.py: {exc}") from None
     actions = [LogInfo(msg=m) for m in chosen.messages]
+    # The package's DDS transport (config/fastdds.xml: 640x480 images through shared memory) for
+    # every process this launch starts, unless the user set a profile of their own.
+    actions += [SetEnvironmentVariable(name, value) for name, value in transport_environment().items()]
     for spec in chosen.nodes:
         # Executables spelled out rather than spec.executable, so that CI's static check of this
         # file sees every executable it names and verifies it is installed.

@@ -65,7 +65,7 @@ def online_step(out: Path, scene_dir: Path, checkpoint: Path, query_sets: dict[s
     from pgov3d_ros.processes import SHARE, call_service, node_command, running_node
 
     map_path = out / "map.npz"
-    cmd = node_command("mapping_node", "pgov3d_mapping", SHARE / "config" / "mapping.yaml",
+    cmd = node_command("mapping_node", "pgov3d", SHARE / "config" / "mapping.yaml",
                        "-p", f"checkpoint:={checkpoint}", "-p", "network_period:=1.0", "-p", "voxel_size:=0.02",
                        "-p", "input_reliability:=reliable", "-p", f"map_save_path:={map_path}")
     replay = node_command("replay", "pgov3d_replay", None)

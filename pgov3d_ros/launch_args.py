@@ -61,7 +61,7 @@ POSE_TYPES = ("pose_stamped", "odometry")
 POSE_SOURCES = ("topic", "tf")
 PRESET_KEYS = {"description", "driver", "topics", "pose_type", "pose_source", "parameters"}
 
-MAPPING_NODE = ("mapping_node", "pgov3d_mapping")
+MAPPING_NODE = ("mapping_node", "pgov3d")
 TF_POSE_NODE = ("tf_pose", "pgov3d_tf_pose")
 
 # ROS 2 name tokens (rcl's rules, minus substitutions): letters, digits, _, not starting with a digit.

@@ -30,7 +30,10 @@ def running_node(cmd: list[str], log_path: Path):
     """Run a node in its own process group; on exit, SIGINT the group (as launch does on
     shutdown), then SIGKILL whatever is left."""
     with open(log_path, "wb") as log:
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        from pgov3d_ros.transport import transport_environment
+
+        env = {**os.environ, **transport_environment()}
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env)
         try:
             yield proc
         finally:

@@ -12,6 +12,8 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import rclpy
@@ -23,6 +25,7 @@ from sensor_msgs.msg import CameraInfo, Image
 
 from pgov3d_core.data.scene import Scene, SceneError
 from pgov3d_ros.conversions import K_to_camera_info, depth_to_image, labels_to_image, matrix_to_pose, rgb_to_image
+from pgov3d_ros.transport import use_package_transport
 
 RELIABLE_INPUT = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
 
@@ -54,13 +57,15 @@ class SceneReplayer(Node):
         if labels:
             self.labels_pub = self.create_publisher(Image, "labels/image", qos)
 
-    def wait_for_subscribers(self, timeout: float) -> bool:
-        pubs = [self.color_pub, self.depth_pub, self.info_pub, self.pose_pub] + (
+    @property
+    def publishers(self) -> list:
+        return [self.color_pub, self.depth_pub, self.info_pub, self.pose_pub] + (
             [self.labels_pub] if self.labels_pub else [])
-        return wait_for_subscribers(pubs, timeout)
 
-    def publish_frame(self, index: int, stamp) -> None:
-        frame = self.scene[index]
+    def wait_for_subscribers(self, timeout: float) -> bool:
+        return wait_for_subscribers(self.publishers, timeout)
+
+    def publish_frame(self, frame, stamp) -> None:
         depth_msg = depth_to_image(frame.depth, stamp, self.camera_frame, self.scene.meta.depth_scale)
         self.info_pub.publish(K_to_camera_info(frame.K, frame.width, frame.height, stamp, self.camera_frame))
         self.color_pub.publish(rgb_to_image(frame.color, stamp, self.camera_frame))
@@ -88,22 +93,57 @@ def replay_scene(scene: Scene, rate: float, fps: float, stride: int, frame_id: s
         t0_wall = time.monotonic()
         t0_ros = node.get_clock().now()
         period = 1.0 / fps
-        for k, i in enumerate(indices):
+        published = 0
+        for k, (i, frame) in enumerate(zip(indices, prefetch(scene, indices), strict=True)):
             ahead = t0_wall + k * period / rate - time.monotonic()
             if ahead > 0:
                 time.sleep(ahead)
             stamp = (t0_ros + rclpy.duration.Duration(seconds=k * period)).to_msg()
             try:
-                node.publish_frame(i, stamp)
+                if isinstance(frame, SceneError):
+                    raise frame
+                node.publish_frame(frame, stamp)
+                published += 1
             except SceneError as exc:
                 node.get_logger().warning(f"skipping frame {scene.frame_ids[i]}: {exc}")
-        # Keep the publishers alive briefly: best-effort samples still in flight are lost when the
-        # writer is destroyed, which would silently drop the last frame.
-        time.sleep(delay)
-        node.get_logger().info(f"replayed {len(indices)} frames of {scene.root}")
-        return len(indices)
+        elapsed = time.monotonic() - t0_wall
+        finish(node, node.publishers, delay)
+        node.get_logger().info(f"replayed {published} of {len(indices)} frames of {scene.root} in {elapsed:.2f} s "
+                               f"({published / max(elapsed, 1e-9):.1f} frames/s)")
+        return published
     finally:
         node.destroy_node()
+
+
+def prefetch(scene: Scene, indices: list[int], ahead: int = 4):
+    """Frames of `indices` in order, read and decoded `ahead` frames in advance by a worker thread
+    (PNG decoding releases the GIL), so reading never holds up publishing; a frame that cannot
+    be read comes as its SceneError."""
+    def load(i):
+        try:
+            return scene[i]
+        except SceneError as exc:
+            return exc
+
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        futures = deque(pool.submit(load, i) for i in indices[:ahead])
+        for i in indices[ahead:]:
+            yield futures.popleft().result()
+            futures.append(pool.submit(load, i))
+        while futures:
+            yield futures.popleft().result()
+
+
+def finish(node: Node, publishers: list, delay: float, ack_timeout: float = 10.0) -> None:
+    """Before the writers go away: wait until every reliable subscriber has acknowledged every
+    sample (nothing in flight is lost when the process exits), and briefly for best-effort
+    ones (no acknowledgements to wait for)."""
+    deadline = time.monotonic() + ack_timeout
+    for pub in publishers:
+        left = max(0.0, deadline - time.monotonic())
+        if not pub.wait_for_all_acked(rclpy.duration.Duration(seconds=left)):
+            node.get_logger().warning(f"{pub.topic_name}: not every sample was acknowledged within {ack_timeout} s")
+    time.sleep(delay)
 
 
 def replay_bag(bag: Path, rate: float, wait: float = 10.0, delay: float = 0.5) -> int:
@@ -139,7 +179,7 @@ def replay_bag(bag: Path, rate: float, wait: float = 10.0, delay: float = 0.5) -
                     time.sleep(ahead)
                 pub.publish(deserialize_message(bytes(raw), cls))  # bags store CDR, as DDS sends it
                 count += 1
-        time.sleep(delay)  # let in-flight samples arrive before the writers go away
+        finish(node, [p for p, _ in pubs.values()], delay)
         node.get_logger().info(f"replayed {count} messages of {bag}")
         return count
     finally:
@@ -166,6 +206,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.rate <= 0 or args.fps <= 0 or args.stride < 1:
         parser.error("--rate and --fps must be positive and --stride ≥ 1")
+    use_package_transport()  # before rclpy creates the participant
     rclpy.init()
     try:
         if (args.source / "metadata.yaml").exists() or args.source.suffix in (".mcap", ".db3"):

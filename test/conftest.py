@@ -7,6 +7,11 @@ import pytest
 # (or a developer's running robot) never see the test nodes. Set before rclpy is imported.
 os.environ.setdefault("ROS_DOMAIN_ID", str(random.Random(os.getpid()).randint(1, 100)))
 os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+# The package's DDS transport (large shared-memory segment), as users get it from the node,
+# the replay tool and the launch file: test publishers send 640x480 images too.
+from pgov3d_ros.transport import use_package_transport  # noqa: E402
+
+use_package_transport()
 
 
 @pytest.fixture

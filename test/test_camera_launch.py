@@ -36,7 +36,7 @@ REALSENSE = {
 
 def test_no_arguments_start_the_node_as_before():
     chosen = plan({}, ROOT)
-    assert [(n.executable, n.name) for n in chosen.nodes] == [("mapping_node", "pgov3d_mapping")]
+    assert [(n.executable, n.name) for n in chosen.nodes] == [("mapping_node", "pgov3d")]
     node = chosen.nodes[0]
     assert node.remappings == [] and node.namespace == ""
     assert node.parameters == [str(ROOT / "config" / "mapping.yaml"), {"use_sim_time": False}]

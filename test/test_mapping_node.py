@@ -59,7 +59,7 @@ def test_replayed_scene_builds_the_core_map_and_survives_garbage(tmp_path):
 
     save_path = tmp_path / "saved_map.npz"
     cmd = node_command(
-        "mapping_node", "pgov3d_mapping", SHARE / "config" / "mapping.yaml",
+        "mapping_node", "pgov3d", SHARE / "config" / "mapping.yaml",
         "-p", "voxel_size:=0.05", "-p", "map_publish_period:=0.2", "-p", f"map_save_path:={save_path}",
         "-p", "text_encoder_backend:=open_clip",  # no CLIP weights: queries must say why they fail
     )
@@ -167,7 +167,7 @@ def test_query_labels_chairs_inside_the_ground_truth_chairs(tmp_path):
     scene_dir = generate_scene(tmp_path / "room", seed=5, n_frames=8, width=96, height=72)
     truth = Scene(scene_dir).cloud()
     cmd = node_command(
-        "mapping_node", "pgov3d_mapping", SHARE / "config" / "mapping.yaml",
+        "mapping_node", "pgov3d", SHARE / "config" / "mapping.yaml",
         "-p", "feature_source:=oracle_labels", "-p", f"oracle_class_names:={','.join(CLASS_NAMES)}",
         "-p", "text_encoder_random_init:=true", "-p", "text_encoder_random_dim:=64", "-p", "voxel_size:=0.05",
     )
@@ -240,7 +240,7 @@ def test_network_pass_fills_features_and_queries_use_the_checkpoint_text_space(t
         "text_encoder": {"identity": TextEncoder(te_cfg).identity, "dim": 32},
     }, tmp_path / "net.pt")
     scene_dir = corridor_scene(tmp_path / "scene", n=3)
-    cmd = node_command("mapping_node", "pgov3d_mapping", SHARE / "config" / "mapping.yaml",
+    cmd = node_command("mapping_node", "pgov3d", SHARE / "config" / "mapping.yaml",
                        "-p", f"checkpoint:={ckpt}", "-p", "network_period:=0.3", "-p", "voxel_size:=0.05")
     replay_cmd = node_command("replay", "pgov3d_replay", None)
     replay_cmd[1:1] = [str(scene_dir), "--fps", "5"]
@@ -308,7 +308,7 @@ def test_bag_replay_builds_the_same_map(tmp_path):
                     "depth/image": depth_to_image(frame.depth, stamp, "cam", 1000.0)}
             for topic, msg in msgs.items():
                 writer.write(conns[topic], t_ns, serialize_message(msg))
-    cmd = node_command("mapping_node", "pgov3d_mapping", SHARE / "config" / "mapping.yaml",
+    cmd = node_command("mapping_node", "pgov3d", SHARE / "config" / "mapping.yaml",
                        "-p", "voxel_size:=0.05", "-p", "input_reliability:=reliable")
     replay_cmd = node_command("replay", "pgov3d_replay", None)
     replay_cmd[1:1] = [str(bag), "--rate", "1.0"]

@@ -7,6 +7,7 @@ from scipy.spatial.transform import Rotation
 from sensor_msgs.msg import CameraInfo, Image
 from std_msgs.msg import Header
 
+from pgov3d_core.sync import ApproximateTimeSync
 from pgov3d_ros.conversions import (
     ConversionError,
     K_to_camera_info,
@@ -20,7 +21,6 @@ from pgov3d_ros.conversions import (
     pose_to_matrix,
     rgb_to_image,
 )
-from pgov3d_ros.sync import ApproximateTimeSync
 
 
 def make_image(pixels: np.ndarray, encoding: str, pad: int = 0, bigendian: bool = False) -> Image:
@@ -129,7 +129,7 @@ class Recorder:
     def sync(self, slop=0.02, queue_size=10):
         return ApproximateTimeSync(["depth", "color", "pose"], "depth", slop, queue_size,
                                    on_match=self.matches.append,
-                                   on_drop=lambda s, t, why: self.drops.append((s, round(t, 3), why)))
+                                   on_drop=lambda s, t, category, why: self.drops.append((s, round(t, 3), why)))
 
 
 def test_sync_matches_nearest_within_slop():

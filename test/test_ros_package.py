@@ -86,7 +86,7 @@ def test_query_service_round_trip_on_empty_map(tmp_path):
 
     from pgov3d_interfaces.srv import Query
 
-    cmd = node_command("mapping_node", "pgov3d_mapping", SHARE / "config" / "mapping.yaml",
+    cmd = node_command("mapping_node", "pgov3d", SHARE / "config" / "mapping.yaml",
                        "-p", "text_encoder_random_init:=true", "-p", "text_encoder_random_dim:=32")
     with running_node(cmd, tmp_path / "node.log") as proc:
         rclpy.init()
