@@ -2,6 +2,7 @@
 
     ros2 run pgov3d_ros replay <scene folder | bag folder> [--rate 1.0] [--fps 30] [--stride 1]
 
+A scene folder plays --loop times (0: until interrupted) with stamps that keep increasing.
 Scene folders publish color/image (rgb8), depth/image (16UC1), depth/camera_info and pose
 (PoseStamped in --frame-id) with stamps spaced 1/fps apart; bags are re-published topic by topic
 with their recorded timing. --rate scales playback speed.
@@ -81,7 +82,8 @@ class SceneReplayer(Node):
 
 
 def replay_scene(scene: Scene, rate: float, fps: float, stride: int, frame_id: str, camera_frame: str,
-                 wait: float, max_frames: int | None = None, delay: float = 0.5, labels: bool = False) -> int:
+                 wait: float, max_frames: int | None = None, delay: float = 0.5, labels: bool = False,
+                 loops: int = 1) -> int:
     node = SceneReplayer(scene, frame_id, camera_frame, labels)
     try:
         if wait > 0 and not node.wait_for_subscribers(wait):
@@ -89,12 +91,20 @@ def replay_scene(scene: Scene, rate: float, fps: float, stride: int, frame_id: s
         # Discovery completes per endpoint pair; a short pause lets the subscriber side finish
         # matching too, so the first best-effort frames are not lost (like `ros2 bag play --delay`).
         time.sleep(delay)
-        indices = list(range(0, len(scene), stride))[:max_frames]
+        # Looping plays the scene again with stamps that keep increasing (a camera going round the
+        # room again); loops=0 loops until interrupted (max_frames still applies).
+        one_pass = list(range(0, len(scene), stride))
+        if loops == 0:
+            indices = [one_pass[k % len(one_pass)] for k in range(max_frames)] if max_frames else None
+        else:
+            indices = (one_pass * loops)[:max_frames]
+        if indices is None:
+            indices = _forever(one_pass)
         t0_wall = time.monotonic()
         t0_ros = node.get_clock().now()
         period = 1.0 / fps
         published = 0
-        for k, (i, frame) in enumerate(zip(indices, prefetch(scene, indices), strict=True)):
+        for k, (i, frame) in enumerate(prefetch(scene, indices)):
             ahead = t0_wall + k * period / rate - time.monotonic()
             if ahead > 0:
                 time.sleep(ahead)
@@ -108,17 +118,22 @@ def replay_scene(scene: Scene, rate: float, fps: float, stride: int, frame_id: s
                 node.get_logger().warning(f"skipping frame {scene.frame_ids[i]}: {exc}")
         elapsed = time.monotonic() - t0_wall
         finish(node, node.publishers, delay)
-        node.get_logger().info(f"replayed {published} of {len(indices)} frames of {scene.root} in {elapsed:.2f} s "
+        node.get_logger().info(f"replayed {published} frames of {scene.root} in {elapsed:.2f} s "
                                f"({published / max(elapsed, 1e-9):.1f} frames/s)")
         return published
     finally:
         node.destroy_node()
 
 
-def prefetch(scene: Scene, indices: list[int], ahead: int = 4):
-    """Frames of `indices` in order, read and decoded `ahead` frames in advance by a worker thread
-    (PNG decoding releases the GIL), so reading never holds up publishing; a frame that cannot
-    be read comes as its SceneError."""
+def _forever(items):
+    while True:
+        yield from items
+
+
+def prefetch(scene: Scene, indices, ahead: int = 4):
+    """(index, frame) for `indices` in order, read and decoded `ahead` frames in advance by a
+    worker thread (PNG decoding releases the GIL), so reading never holds up publishing; a frame
+    that cannot be read comes as its SceneError."""
     def load(i):
         try:
             return scene[i]
@@ -126,12 +141,15 @@ def prefetch(scene: Scene, indices: list[int], ahead: int = 4):
             return exc
 
     with ThreadPoolExecutor(max_workers=1) as pool:
-        futures = deque(pool.submit(load, i) for i in indices[:ahead])
-        for i in indices[ahead:]:
-            yield futures.popleft().result()
-            futures.append(pool.submit(load, i))
+        futures = deque()
+        for i in indices:
+            futures.append((i, pool.submit(load, i)))
+            if len(futures) > ahead:
+                j, future = futures.popleft()
+                yield j, future.result()
         while futures:
-            yield futures.popleft().result()
+            j, future = futures.popleft()
+            yield j, future.result()
 
 
 def finish(node: Node, publishers: list, delay: float, ack_timeout: float = 10.0) -> None:
@@ -195,6 +213,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fps", type=float, default=30.0, help="frame rate of a scene folder (default 30)")
     parser.add_argument("--stride", type=int, default=1, help="publish every n-th frame of a scene folder")
     parser.add_argument("--max-frames", type=int, default=None, help="stop after this many frames")
+    parser.add_argument("--loop", type=int, default=1, metavar="N",
+                        help="play a scene folder N times with increasing stamps (0: until interrupted)")
     parser.add_argument("--frame-id", default="map", help="frame of the published poses (default map)")
     parser.add_argument("--camera-frame", default="camera_optical_frame", help="frame_id of images")
     parser.add_argument("--labels", action="store_true",
@@ -204,8 +224,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--wait", type=float, default=10.0,
                         help="seconds to wait for subscribers on every topic before publishing (default 10)")
     args = parser.parse_args(argv)
-    if args.rate <= 0 or args.fps <= 0 or args.stride < 1:
-        parser.error("--rate and --fps must be positive and --stride ≥ 1")
+    if args.rate <= 0 or args.fps <= 0 or args.stride < 1 or args.loop < 0:
+        parser.error("--rate and --fps must be positive, --stride ≥ 1 and --loop ≥ 0")
     use_package_transport()  # before rclpy creates the participant
     rclpy.init()
     try:
@@ -218,7 +238,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"error: {exc}", file=sys.stderr)
                 return 2
             replay_scene(scene, args.rate, args.fps, args.stride, args.frame_id, args.camera_frame, args.wait,
-                         args.max_frames, args.delay, args.labels)
+                         args.max_frames, args.delay, args.labels, args.loop)
     except (KeyboardInterrupt, ExternalShutdownException):
         return 130
     finally:
