@@ -328,6 +328,15 @@ class OnlineMapper:
 
     # ------------------------------------------------------------------ query
 
+    def refresh_oracle_features(self) -> int:
+        """In oracle mode (class names given, no network): every labelled voxel's feature := the
+        embedding of its majority class. Returns the number of voxels set."""
+        if not self.oracle_classes or self.predictor is not None or self.text_encoder is None:
+            return 0
+        class_text = self.text_encoder.encode(self.oracle_classes)
+        with self.lock:
+            return self.map.set_features_from_labels(class_text)
+
     def validate_queries(self, queries: Sequence[str]) -> list[str]:
         """The stripped query texts, or QueryError naming what is wrong."""
         if len(queries) == 0:
@@ -355,10 +364,8 @@ class OnlineMapper:
         if len(self.map) == 0:
             raise QueryError("the map is empty: no RGB-D frame has been integrated yet")
         text = self.text_encoder.encode(texts)
-        class_text = self.text_encoder.encode(self.oracle_classes) if self.oracle_classes else None
+        self.refresh_oracle_features()
         with self.lock:
-            if class_text is not None and self.predictor is None:
-                self.map.set_features_from_labels(class_text)
             if self.map.features is None:
                 raise QueryError(f"the map holds {len(self.map)} voxels but no features yet: the 3D network "
                                  "has not run")
