@@ -125,6 +125,18 @@ class NoCameraInfo(ConversionError):
     category = "no camera info"
 
 
+def _categorised(category: str, exc: ConversionError) -> ConversionError:
+    exc.category = category  # the OnlineMapper counts drops under an exception's category
+    return exc
+
+
+def _convert(category: str, convert, *args):
+    try:
+        return convert(*args)
+    except ConversionError as exc:
+        raise _categorised(category, exc) from None
+
+
 class MappingNode(Node):
     def __init__(self, **kwargs):
         super().__init__("pgov3d", **kwargs)
@@ -255,24 +267,27 @@ class MappingNode(Node):
         self._camera_info = msg
 
     def _to_frame(self, msgs: dict) -> Frame:
-        """One synchronised set of messages → Frame (runs in the mapper's integration thread)."""
+        """One synchronised set of messages → Frame (runs in the mapper's integration thread).
+        A message that cannot be converted is dropped under the category of its stream."""
         info = self._camera_info
         if info is None:
             raise NoCameraInfo("no CameraInfo received yet on depth/camera_info")
         depth_msg, color_msg, pose_msg = msgs["depth"], msgs["color"], msgs["pose"]
+        color = _convert("bad colour image", image_to_rgb, color_msg)
+        depth = _convert("bad depth image", image_to_depth, depth_msg, self.depth_scale)
         if (info.width, info.height) != (depth_msg.width, depth_msg.height) and info.width and info.height:
-            raise ConversionError(
-                f"CameraInfo is for {info.width}x{info.height} but depth is {depth_msg.width}x{depth_msg.height}")
+            raise _categorised("bad camera info", ConversionError(
+                f"CameraInfo is for {info.width}x{info.height} but depth is {depth_msg.width}x{depth_msg.height}"))
         pose = pose_msg.pose.pose if isinstance(pose_msg, Odometry) else pose_msg.pose
         stamp = depth_msg.header.stamp
         return Frame(
-            color=image_to_rgb(color_msg),
-            depth=image_to_depth(depth_msg, self.depth_scale),
-            K=camera_info_to_K(info),
-            pose=pose_to_matrix(pose),
+            color=color,
+            depth=depth,
+            K=_convert("bad camera info", camera_info_to_K, info),
+            pose=_convert("bad pose", pose_to_matrix, pose),
             frame_id=f"{stamp.sec}.{stamp.nanosec:09d}",
             timestamp=stamp_seconds(stamp),
-            labels=image_to_labels(msgs["labels"]) if "labels" in msgs else None,
+            labels=_convert("bad label image", image_to_labels, msgs["labels"]) if "labels" in msgs else None,
         )
 
     # ------------------------------------------------------------------ output

@@ -2,16 +2,16 @@
 that jumps back (a looping bag), /clear as a fresh start, a replay at full speed that must lose
 nothing and account for everything, and two robots side by side in their own namespaces."""
 
-import json
 import time
 
 import numpy as np
 import pytest
+from node_client import Client
 
 from pgov3d_core.data.frame import Frame
 from pgov3d_core.data.scene import Scene, write_scene
 from pgov3d_core.map import VoxelMap
-from ros_helpers import SHARE, call_service, node_command, running_node
+from ros_helpers import SHARE, node_command, running_node
 
 pytestmark = pytest.mark.ros
 
@@ -36,71 +36,6 @@ def core_map(scene_dir, voxel=0.05):
     for frame in Scene(scene_dir):
         m.integrate(frame)
     return m
-
-
-class Client:
-    """The test's rclpy node: publishers on the node's inputs and its services."""
-
-    def __init__(self, name, ns="/pgov3d"):
-        import rclpy
-        from geometry_msgs.msg import PoseStamped
-        from rclpy.qos import qos_profile_sensor_data
-        from sensor_msgs.msg import CameraInfo, Image
-        from std_srvs.srv import Trigger
-
-        self.rclpy = rclpy
-        self.node = rclpy.create_node(name)
-        self.status_client = self.node.create_client(Trigger, f"{ns}/status")
-        self.clear_client = self.node.create_client(Trigger, f"{ns}/clear")
-        qos = qos_profile_sensor_data
-        self.pubs = {"color": self.node.create_publisher(Image, "color/image", qos),
-                     "depth": self.node.create_publisher(Image, "depth/image", qos),
-                     "info": self.node.create_publisher(CameraInfo, "depth/camera_info", qos),
-                     "pose": self.node.create_publisher(PoseStamped, "pose", qos)}
-
-    def status(self):
-        from std_srvs.srv import Trigger
-
-        return json.loads(call_service(self.node, self.status_client, Trigger.Request()).message)
-
-    def clear(self):
-        from std_srvs.srv import Trigger
-
-        return call_service(self.node, self.clear_client, Trigger.Request())
-
-    def wait_matched(self, timeout=20.0):
-        deadline = time.monotonic() + timeout
-        while any(p.get_subscription_count() == 0 for p in self.pubs.values()):
-            assert time.monotonic() < deadline, "the node's subscriptions never matched"
-            self.rclpy.spin_once(self.node, timeout_sec=0.05)
-        time.sleep(0.3)
-
-    def send(self, frame, stamp_s, x=None):
-        from builtin_interfaces.msg import Time
-        from geometry_msgs.msg import PoseStamped
-
-        from pgov3d_ros.conversions import K_to_camera_info, depth_to_image, matrix_to_pose, rgb_to_image
-
-        stamp = Time(sec=int(stamp_s), nanosec=int(round((stamp_s % 1) * 1e9)) % 1_000_000_000)
-        pose = PoseStamped()
-        pose.header.stamp, pose.header.frame_id = stamp, "map"
-        matrix = frame.pose.copy()
-        if x is not None:
-            matrix[0, 3] = x
-        matrix_to_pose(matrix, pose.pose)
-        self.pubs["info"].publish(K_to_camera_info(frame.K, frame.width, frame.height, stamp, "cam"))
-        self.pubs["color"].publish(rgb_to_image(frame.color, stamp, "cam"))
-        self.pubs["pose"].publish(pose)
-        self.pubs["depth"].publish(depth_to_image(frame.depth, stamp, "cam"))
-
-    def wait_for(self, predicate, timeout=20.0):
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            s = self.status()
-            if predicate(s):
-                return s
-            time.sleep(0.1)
-        raise AssertionError(f"status never satisfied the condition: {s}")
 
 
 @pytest.fixture
