@@ -3,13 +3,12 @@ DDS. After each one: the node is alive, status answers, the map is unchanged unl
 was valid, and a valid frame still integrates. The table is printed (`pytest -s` shows it)."""
 
 import copy
-import json
 import time
 
 import numpy as np
 import pytest
-
 from node_client import Client
+
 from pgov3d_core.data.frame import Frame
 from ros_helpers import SHARE, call_service, node_command, running_node
 
