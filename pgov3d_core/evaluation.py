@@ -187,8 +187,11 @@ def write_report(out_dir: str | Path, results: dict[str, SegmentationMetrics], t
 
 
 def render_top_down(out_png: str | Path, xyz: np.ndarray, pred: np.ndarray, gt: np.ndarray,
-                    class_names: list[str], resolution: float = 0.03) -> Path:
-    """Side-by-side top-down views of predicted and ground-truth labels (highest point wins)."""
+                    class_names: list[str], resolution: float = 0.03, below_top: float | None = 0.3) -> Path:
+    """Side-by-side top-down views of predicted and ground-truth labels (highest point wins).
+
+    `below_top` (m): only points lower than the cloud's top minus this are drawn, so a ceiling (and
+    anything within that distance of the top) does not cover the room's contents; None draws all."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -200,6 +203,9 @@ def render_top_down(out_png: str | Path, xyz: np.ndarray, pred: np.ndarray, gt: 
     ij = ((xyz[:, :2] - lo) / resolution).astype(np.int64)
     wh = ij.max(0) + 1
     order = np.argsort(xyz[:, 2])
+    if below_top is not None and len(xyz):
+        cut = float(xyz[:, 2].max()) - float(below_top)
+        order = order[xyz[order, 2] < cut]
 
     def image(labels):
         img = np.full((wh[1], wh[0], 3), 255, np.uint8)
@@ -209,9 +215,10 @@ def render_top_down(out_png: str | Path, xyz: np.ndarray, pred: np.ndarray, gt: 
         return img
 
     fig, axes = plt.subplots(1, 2, figsize=(10, 5))
+    below = "" if below_top is None else f" (below {cut:.2f} m)" if len(xyz) else ""
     for ax, labels, name in ((axes[0], pred, "prediction"), (axes[1], gt, "ground truth")):
         ax.imshow(image(np.asarray(labels)))
-        ax.set_title(name)
+        ax.set_title(name + below)
         ax.axis("off")
     gt, pred = np.asarray(gt), np.asarray(pred)
     present = sorted(set(gt[gt >= 0].tolist()) | set(pred[pred >= 0].tolist()))

@@ -106,3 +106,34 @@ def test_query_hits_score_each_query_against_its_class():
     plain = query_hit_statistics(truth_xyz, np.array([0, 1, 1, 1]), ["chair", "couch"], truth_xyz, truth,
                                  ["chair", "sofa"])
     assert np.isnan(plain[1].precision)
+
+
+def test_top_down_view_is_drawn_below_the_ceiling(tmp_path):
+    """A ceiling over the whole room must not hide what stands on the floor: the view is cut below
+    the cloud's top, so a chair under the ceiling shows in its own colour; below_top=None draws all."""
+    from PIL import Image
+
+    names = ["floor", "ceiling", "chair"]
+    g = np.stack(np.meshgrid(np.arange(0, 2, 0.02), np.arange(0, 2, 0.02)), -1).reshape(-1, 2)
+    floor = np.c_[g, np.zeros(len(g))]
+    ceiling = np.c_[g, np.full(len(g), 2.5)]
+    seat = g[(g[:, 0] > 0.8) & (g[:, 0] < 1.2) & (g[:, 1] > 0.8) & (g[:, 1] < 1.2)]
+    chair = np.c_[seat, np.full(len(seat), 0.5)]
+    xyz = np.concatenate([floor, ceiling, chair]).astype(np.float32)
+    lab = np.concatenate([np.zeros(len(floor)), np.ones(len(ceiling)), np.full(len(chair), 2)]).astype(np.int64)
+
+    def pixels(below_top, rgb):  # pixels of colour rgb in the image (the legend holds a few of each)
+        png = render_top_down(tmp_path / f"top_{below_top}.png", xyz, lab, lab, names, below_top=below_top)
+        img = np.asarray(Image.open(png).convert("RGB")).reshape(-1, 3)
+        return int(np.all(img == np.array(rgb), axis=1).sum())
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cmap = plt.get_cmap("tab20", 3)
+    chair_rgb = tuple((np.array(cmap(2)[:3]) * 255).astype(np.uint8))
+    ceiling_rgb = tuple((np.array(cmap(1)[:3]) * 255).astype(np.uint8))
+    assert pixels(0.3, chair_rgb) > 20 * pixels(None, chair_rgb)  # the chair shows below the ceiling
+    assert pixels(None, ceiling_rgb) > 20 * pixels(0.3, ceiling_rgb)  # unclipped, the ceiling covers it

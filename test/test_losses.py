@@ -111,3 +111,29 @@ def test_bad_inputs_raise():
         alignment_loss(torch.ones((1, 2)), torch.tensor([3]), TEXT)
     with pytest.raises(ValueError, match="differ in shape"):
         consistency_loss(torch.ones((2, 2)), torch.ones((3, 2)))
+
+
+def test_voxel_form_equals_the_per_point_loss_and_its_gradient():
+    """pgov3d_loss_voxels(voxel features, inverse, ...) is pgov3d_loss of voxel_features[inverse]
+    (several points per voxel, unlabelled points, pairs across voxels): same terms, same gradient."""
+    from pgov3d_core.losses import pgov3d_loss_voxels
+
+    g = torch.Generator().manual_seed(0)
+    vox = torch.randn(40, 8, generator=g)
+    inverse = torch.randint(0, 40, (300,), generator=g)
+    labels = torch.randint(-1, 5, (300,), generator=g)
+    text = torch.randn(5, 8, generator=g)
+    pairs = torch.randint(0, 300, (50, 2), generator=g)
+    a = vox.clone().requires_grad_(True)
+    ref = pgov3d_loss(torch.nn.functional.normalize(a, dim=1)[inverse], labels, text, pairs, lam=0.2)
+    ref.total.backward()
+    b = vox.clone().requires_grad_(True)
+    got = pgov3d_loss_voxels(b, inverse, labels, text, pairs, lam=0.2)
+    got.total.backward()
+    for x, y in ((got.total, ref.total), (got.alignment, ref.alignment), (got.consistency, ref.consistency)):
+        assert torch.allclose(x, y, atol=1e-6)
+    assert torch.allclose(a.grad, b.grad, atol=1e-6)
+    empty = pgov3d_loss_voxels(vox.clone().requires_grad_(True), inverse, torch.full((300,), -1), text, None)
+    assert float(empty.total) == 0.0
+    with pytest.raises(ValueError, match="labels for"):
+        pgov3d_loss_voxels(vox, inverse, labels[:10], text)

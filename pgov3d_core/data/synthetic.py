@@ -55,7 +55,7 @@ from pgov3d_core.geometry import check_intrinsics, check_rigid
 
 log = logging.getLogger(__name__)
 
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2  # 2: scene.ply holds only surface points some frame observes (cloud='observed')
 
 CLASS_NAMES: tuple[str, ...] = (
     "wall",
@@ -808,6 +808,51 @@ class SyntheticRoom:
         rgb = self.shade(xyz_a, nrm_a, idx_a)
         return SurfaceSamples(xyz_a, nrm_a, rgb, self._class[idx_a], self._inst[idx_a])
 
+    def observed_mask(self, points: np.ndarray, K: np.ndarray, poses: Sequence[np.ndarray], width: int, height: int,
+                      max_depth: float | None = None, chunk: int = 200_000) -> np.ndarray:
+        """Which `points` (N, 3) on the room's surfaces at least one of the views (`K`, camera-to-world
+        `poses`, `width` x `height`) observes: inside the image, z-depth in (_NEAR, max_depth], and the
+        first hit of the ray from the camera centre towards the point is the point itself (exact ray
+        casting, not a depth-map lookup, so it does not depend on the render resolution)."""
+        points = np.asarray(points, dtype=np.float64).reshape(-1, 3)
+        K = check_intrinsics(K)
+        seen = np.zeros(len(points), dtype=bool)
+        for pose in poses:
+            pose = check_rigid(pose)
+            R, o = pose[:3, :3], pose[:3, 3]
+            windows = self._windows(K, pose, width, height)
+            todo = np.flatnonzero(~seen)
+            for start in range(0, len(todo), chunk):
+                idx = todo[start:start + chunk]
+                cam = (points[idx] - o) @ R
+                z = cam[:, 2]
+                front = z > _NEAR
+                if max_depth is not None:
+                    front &= z <= max_depth
+                zc = np.where(front, z, 1.0)
+                u = K[0, 0] * cam[:, 0] / zc + K[0, 1] * cam[:, 1] / zc + K[0, 2]
+                v = K[1, 1] * cam[:, 1] / zc + K[1, 2]
+                # pixel centres at integers (pixel_rays), so the image spans [-0.5, width - 0.5)
+                inside = front & (u > -0.5) & (u < width - 0.5) & (v > -0.5) & (v < height - 0.5)
+                idx = idx[inside]
+                if not len(idx):
+                    continue
+                u = np.clip(np.floor(u[inside]), 0, width - 1)  # a cell of every part window holding the point
+                v = np.clip(np.floor(v[inside]), 0, height - 1)
+                ray = points[idx] - o
+                dist = np.linalg.norm(ray, axis=1)
+                dirs = ray / dist[:, None]
+                t, _, _ = intersect_room(o, dirs, self.size)
+                # An occluder of an in-view point lies on its pixel's ray, so within the part's pixel
+                # window (`_windows`, a superset of its projection): the same exact culling as render.
+                for k, (rows, cols) in windows.items():
+                    sel = np.flatnonzero((u >= cols.start) & (u < cols.stop) & (v >= rows.start) & (v < rows.stop))
+                    if len(sel):
+                        tk, _ = self.parts[k].shape.intersect(o, dirs[sel])
+                        t[sel] = np.minimum(t[sel], tk)
+                seen[idx[t >= dist - (2e-3 + 1e-3 * dist)]] = True
+        return seen
+
     def sample_cloud(self, density: float = DEFAULT_DENSITY) -> PointCloud:
         """The full-scene labelled cloud (see `sample_points`)."""
         return self.sample_points(density).cloud()
@@ -1320,12 +1365,18 @@ def generate_scene(
     density: float = DEFAULT_DENSITY,
     color_format: str = "png",
     overwrite: bool = False,
+    cloud: str = "observed",
 ) -> Path:
     """Write the room of `seed` as a canonical scene folder (see `pgov3d_core.data.scene`):
     colour, depth (mm), pose, label (class id + 1) per frame, intrinsics, `scene.ply` (the full
     labelled cloud at `density` points/m², with an extra per-point `instance` property),
     `instance/<id>.png` (uint16 instance ids) and meta.yaml (written last; class_names =
     CLASS_NAMES, extra `instance_classes` {instance id: class name} and `synthetic` facts).
+
+    `cloud`: "observed" (default) keeps the surface points that at least one of the scene's frames
+    sees (`SyntheticRoom.observed_mask`), as a real scan's cloud is reconstructed from its frames
+    and holds only what they observed; "all" keeps every visible-from-inside surface point
+    (including, e.g., the ceiling above the camera's pitch range, which no frame shows).
 
     Refuses to write over existing outputs unless `overwrite` (which first removes exactly the
     files and folders this function writes)."""
@@ -1338,8 +1389,16 @@ def generate_scene(
             path = root / name
             shutil.rmtree(path) if path.is_dir() else path.unlink()
     root.mkdir(parents=True, exist_ok=True)
+    if cloud not in ("observed", "all"):
+        raise ValueError(f"cloud must be 'observed' or 'all', got {cloud!r}")
     room = SyntheticRoom.random(seed)
     samples = room.sample_points(density)
+    n_surface = len(samples.xyz)
+    if cloud == "observed":
+        keep = room.observed_mask(samples.xyz, default_intrinsics(width, height), room.trajectory(n_frames),
+                                  width, height)
+        samples = SurfaceSamples(samples.xyz[keep], samples.normals[keep], samples.rgb[keep],
+                                 samples.labels[keep], samples.instances[keep])
     write_ply_cloud(root / "scene.ply", samples.cloud(), extra={"instance": samples.instances.astype(np.int32)})
 
     def frames() -> Iterator[Frame]:
@@ -1352,7 +1411,7 @@ def generate_scene(
     summary = room.summary()
     summary.update({"generator": f"pgov3d_core.data.synthetic v{GENERATOR_VERSION}", "n_frames": n_frames,
                     "width": width, "height": height, "cloud_density": float(density),
-                    "cloud_points": len(samples.xyz)})
+                    "cloud": cloud, "cloud_points": len(samples.xyz), "surface_points": n_surface})
     extra = {"instance_dir": INSTANCE_DIR, "instance_classes": room.instance_classes, "synthetic": summary}
     write_scene(root, frames(), class_names=list(CLASS_NAMES), depth_scale=DEPTH_SCALE, color_format=color_format,
                 source="synthetic", extra_meta=extra)

@@ -9,6 +9,7 @@ Config sections used here (see config/stage1.yaml for every key with its default
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 from pathlib import Path
@@ -18,7 +19,7 @@ from torch import nn
 
 from pgov3d_core.config import get
 from pgov3d_core.labelling.text_encoder import TextEncoder
-from pgov3d_core.losses import DEFAULT_LAMBDA, LossTerms, pgov3d_loss
+from pgov3d_core.losses import DEFAULT_LAMBDA, LossTerms, pgov3d_loss_voxels
 from pgov3d_core.models import build_model, resolve_model_config
 from pgov3d_core.training.distributed import DistContext, barrier, init_distributed
 from pgov3d_core.training.stage1_data import PartialSceneConfig, PartialSceneDataset, Stage1Batch, scene_paths
@@ -65,9 +66,13 @@ class Stage1Objective:
         self.lam = float(lam)
 
     def __call__(self, model: nn.Module, batch: Stage1Batch) -> LossTerms:
-        feats = model(batch.sparse)
+        sparse = batch.sparse
+        # The network's per-voxel features (an identity point → voxel map, through the model's own
+        # forward, so DDP still sees the call); the per-point loss is evaluated on them exactly.
+        rows = torch.arange(sparse.num_voxels, device=sparse.coords.device)
+        voxels = model(dataclasses.replace(sparse, inverse=rows, point_batch=sparse.coords[:, 0].long()))
         text = self.bank(batch.vocabulary)
-        return pgov3d_loss(feats, batch.labels, text, batch.pairs, self.lam)
+        return pgov3d_loss_voxels(voxels, sparse.inverse, batch.labels, text, batch.pairs, self.lam)
 
     def checkpoint_metadata(self) -> dict:
         return {"text_encoder": {"identity": self.bank.identity, "dim": int(self.bank.encoder.dim)},
