@@ -3,9 +3,12 @@
 Per voxel it stores the packed voxel key, the running mean of its points (float32 xyz), the
 running mean colour (float32 rgb), the observation count, the index of the frame that last
 observed it and a "changed since the last network pass" flag — 41 bytes — plus, once a network
-pass has run, a 16-bit feature vector: float16 on CUDA, bfloat16 on CPU by default, because
-x86 CPUs with AVX512-BF16/AMX multiply bf16 about 2.5x faster than fp16 (measured: 1M x 512
-features against 20 texts, 61 ms in bf16 vs 146 ms in fp16 on 2 cores), at the same memory.
+pass has run, a feature vector in one of `query_kernels.STORAGE_MODES`: float16 or bfloat16 by
+default ("auto": float16 on CUDA; on CPU whichever 16-bit type queries faster *on this CPU*,
+measured once per process — bf16 where AVX512-BF16/AMX make it native, float16 elsewhere),
+float32 on request, or the compact int8 mode (per-voxel scale; about half the memory, top-1
+agreement with float32 measured in bench/bench_map.py). The query kernel is chosen the same way
+(`query_kernels.choose_kernel`).
 
 Storage is slot-ordered (append-only, compacted on eviction) with a separate sorted key index
 (`_sorted_keys` → `_sorted_slots`), so integrating a frame costs one unique over the frame's
@@ -29,6 +32,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from pgov3d_core import query_kernels as qk
 from pgov3d_core.data.frame import Frame, FrameError
 from pgov3d_core.fileio import atomic_write
 from pgov3d_core.geometry import backproject, pack_keys, voxel_coords
@@ -57,6 +61,51 @@ class QueryResult:
     best_scores: torch.Tensor
 
 
+def select_points(result: QueryResult, max_points: int) -> torch.Tensor:
+    """Rows (ascending, int64) of at most `max_points` voxels to return for a query result; 0 or a
+    cap at least the map's size returns every row (the whole map, as before the cap existed).
+
+    Under a cap, every text gets an equal share of its highest-scoring voxels (a small object
+    asked beside "floor" is not crowded out); shares a text cannot fill (fewer voxels carry its
+    label) go to the others in the same way, and what labelled voxels cannot fill is spread
+    evenly over the unlabelled ones (label -1), which keeps the scene's context visible."""
+    labels, scores = result.labels, result.scores
+    n = int(labels.shape[0])
+    if max_points < 0:
+        raise ValueError(f"max_points must be >= 0 (0 = all), got {max_points}")
+    if max_points == 0 or n <= max_points:
+        return torch.arange(n, device=labels.device)
+    q = int(result.best_scores.shape[0])
+    lab = labels.cpu().numpy()
+    # One stable O(N) grouping of voxels by label (numpy radix-sorts 16-bit keys); -1 first.
+    order = np.argsort(lab.astype(np.int16 if q < 2**15 else np.int32), kind="stable")
+    counts = np.bincount(lab + 1, minlength=q + 1)
+    starts = np.concatenate([[0], np.cumsum(counts)])
+    # Water-filling: texts with fewer voxels than an equal share keep them all; the rest split the remainder.
+    quota = np.zeros(q + 1, np.int64)
+    left = max_points
+    groups = np.argsort(counts[1:], kind="stable") + 1
+    for i, g in enumerate(groups):
+        quota[g] = min(counts[g], left // (len(groups) - i))  # the last one served takes the remainder
+        left -= quota[g]
+    quota[0] = min(counts[0], left)
+    chosen = []
+    score_np = scores.cpu().numpy()
+    for g in range(q + 1):
+        rows = order[starts[g]: starts[g + 1]]
+        k = int(quota[g])
+        if k == 0:
+            continue
+        if k < len(rows):
+            if g == 0:  # unlabelled: an even stride through map order
+                rows = rows[np.linspace(0, len(rows) - 1, k).round().astype(np.int64)]
+            else:
+                rows = rows[np.argpartition(-score_np[rows], k - 1)[:k]]
+        chosen.append(rows)
+    out = np.sort(np.concatenate(chosen)) if chosen else np.zeros(0, np.int64)
+    return torch.from_numpy(out.astype(np.int64)).to(labels.device)
+
+
 class VoxelMap:
     def __init__(
         self,
@@ -81,13 +130,8 @@ class VoxelMap:
         self.stride = int(stride)
         self.evict_fraction = float(evict_fraction)
         self.device = torch.device(device)
-        if feature_dtype == "auto":
-            feature_dtype = torch.float16 if self.device.type == "cuda" else torch.bfloat16
-        elif isinstance(feature_dtype, str):
-            feature_dtype = {"float16": torch.float16, "bfloat16": torch.bfloat16}[feature_dtype]
-        if feature_dtype not in (torch.float16, torch.bfloat16):
-            raise ValueError(f"feature_dtype must be float16 or bfloat16, got {feature_dtype}")
-        self.feature_dtype = feature_dtype
+        # "auto" is resolved when the feature dimension is known (the first set_features / load).
+        self._storage = qk.storage_mode(feature_dtype)
         # Per-voxel votes of per-pixel class labels (frames with `labels`), when > 0 classes.
         self.num_label_classes = int(num_label_classes)
         self.frames_integrated = 0
@@ -105,7 +149,8 @@ class VoxelMap:
         self._count = torch.empty(0, dtype=torch.int32, device=dev)
         self._last_seen = torch.empty(0, dtype=torch.int32, device=dev)
         self._changed = torch.empty(0, dtype=torch.bool, device=dev)
-        self._features: torch.Tensor | None = None  # (capacity, D) feature_dtype
+        self._features: torch.Tensor | None = None  # (capacity, D) in the storage mode's dtype
+        self._feature_scale: torch.Tensor | None = None  # (capacity,) float32, int8 storage only
         self._has_feature = torch.empty(0, dtype=torch.bool, device=dev)
         self._votes = torch.empty((0, self.num_label_classes), dtype=torch.int32, device=dev)
         self._sorted_keys = torch.empty(0, dtype=torch.int64, device=dev)
@@ -141,9 +186,24 @@ class VoxelMap:
         return None if self._features is None else int(self._features.shape[1])
 
     @property
+    def feature_storage(self) -> str:
+        """One of query_kernels.STORAGE_MODES, or "auto" until the first features are stored."""
+        return self._storage
+
+    @property
+    def feature_dtype(self) -> torch.dtype | None:
+        """dtype of the stored feature values (None while the storage is still "auto")."""
+        return qk.STORAGE_DTYPES.get(self._storage)
+
+    @property
     def features(self) -> torch.Tensor | None:
-        """(N, D) 16-bit per-voxel features (rows without a feature are zero), or None."""
-        return None if self._features is None else self._features[: self._n]
+        """(N, D) per-voxel features (rows without a feature are zero), or None: the stored tensor
+        itself for float storage, a dequantised float32 copy for int8."""
+        if self._features is None:
+            return None
+        if self._feature_scale is not None:
+            return qk.decode(self._features[: self._n], self._feature_scale[: self._n])
+        return self._features[: self._n]
 
     def has_feature(self) -> torch.Tensor:
         return self._has_feature[: self._n]
@@ -183,7 +243,9 @@ class VoxelMap:
             + 2 * self._sorted_keys.element_size()  # the sorted index: key + slot
         )
         if include_features and self._features is not None:
-            per += self._features.shape[1] * self._features.element_size() + 1
+            per += self._features.shape[1] * self._features.element_size() + self._has_feature.element_size()
+            if self._feature_scale is not None:
+                per += self._feature_scale.element_size()
         return float(per)
 
     # ------------------------------------------------------------------ integration
@@ -233,6 +295,8 @@ class VoxelMap:
             self._votes[new_slots] = 0
             if self._features is not None:
                 self._features[new_slots] = 0
+                if self._feature_scale is not None:
+                    self._feature_scale[new_slots] = 0
             self._n = first + n_new
             self._index_insert(new_keys, new_slots)
 
@@ -309,6 +373,8 @@ class VoxelMap:
         self._votes = grow(self._votes)
         if self._features is not None:
             self._features = grow(self._features)
+        if self._feature_scale is not None:
+            self._feature_scale = grow(self._feature_scale)
 
     def _evict(self, target: int) -> int:
         n = self._n
@@ -332,6 +398,8 @@ class VoxelMap:
             t[:kept] = t[:n][keep]
         if self._features is not None:
             self._features[:kept] = self._features[:n][keep]
+        if self._feature_scale is not None:
+            self._feature_scale[:kept] = self._feature_scale[:n][keep]
         index_keep = keep[self._sorted_slots]
         self._sorted_keys = self._sorted_keys[index_keep]
         self._sorted_slots = new_slot[self._sorted_slots[index_keep]]
@@ -339,8 +407,25 @@ class VoxelMap:
 
     # ------------------------------------------------------------------ features and query
 
+    def _allocate_features(self, dim: int) -> None:
+        if self._storage == "auto":
+            self._storage = qk.choose_storage(dim, self.device.type)
+        self._features = torch.zeros((self.capacity, dim), dtype=qk.STORAGE_DTYPES[self._storage],
+                                     device=self.device)
+        self._feature_scale = (torch.zeros(self.capacity, dtype=torch.float32, device=self.device)
+                               if self._storage == "int8" else None)
+
+    def _store(self, slots: torch.Tensor, features: torch.Tensor) -> None:
+        """Normalise float `features` and write them into rows `slots` in the storage mode."""
+        normed = torch.nn.functional.normalize(features.to(torch.float32), dim=1)
+        values, scale = qk.encode(normed, self._storage)
+        self._features[slots] = values
+        if scale is not None:
+            self._feature_scale[slots] = scale
+
     def set_features(self, slots: torch.Tensor, features: torch.Tensor) -> None:
-        """Store network features (L2-normalised here) for voxel rows `slots`, in place (16-bit)."""
+        """Store network features (L2-normalised here) for voxel rows `slots`, in place, in the
+        map's storage mode."""
         slots = torch.as_tensor(slots, dtype=torch.int64, device=self.device)
         features = torch.as_tensor(features, device=self.device)
         if features.ndim != 2 or features.shape[0] != slots.shape[0]:
@@ -348,22 +433,22 @@ class VoxelMap:
         if slots.numel() and (slots.min() < 0 or slots.max() >= self._n):
             raise IndexError(f"voxel rows out of range [0, {self._n})")
         if self._features is None:
-            self._features = torch.zeros((self.capacity, features.shape[1]), dtype=self.feature_dtype,
-                                         device=self.device)
+            self._allocate_features(int(features.shape[1]))
         elif features.shape[1] != self._features.shape[1]:
             raise ValueError(f"feature dim {features.shape[1]} != map's {self._features.shape[1]}")
-        normed = torch.nn.functional.normalize(features.to(torch.float32), dim=1)
-        self._features[slots] = normed.to(self.feature_dtype)
+        self._store(slots, features)
         self._has_feature[slots] = True
         self._changed[slots] = False
 
-    def query(self, text_embeddings, min_score: float = 0.0, chunk: int = 65536) -> QueryResult:
+    def query(self, text_embeddings, min_score: float = 0.0, chunk: int | None = None,
+              kernel: str | None = None) -> QueryResult:
         """Cosine similarity of every voxel feature with each text embedding (Q, D); per voxel the
         argmax text and its score; label -1 below `min_score` or without a feature.
 
-        The product runs in the features' 16-bit type (no fp32 copy of the feature matrix: at 1M
-        voxels x 512 that copy alone would cost more than the product), so scores carry 16-bit
-        precision (about 3 significant digits in bf16)."""
+        The kernel and its block size (`chunk` rows) are the fastest measured on this process's
+        CPU for the map's storage mode and Q (query_kernels.choose_kernel) unless given. Scores
+        carry the storage's precision (about 3 significant digits in 16-bit, int8 ± 1/127 of a
+        voxel's largest component)."""
         text = torch.as_tensor(text_embeddings, dtype=torch.float32, device=self.device)
         if text.ndim == 1:
             text = text[None]
@@ -373,27 +458,20 @@ class VoxelMap:
             raise ValueError("the map has no features yet (the 3D network has not run)")
         if text.shape[1] != self._features.shape[1]:
             raise ValueError(f"text embedding dim {text.shape[1]} != feature dim {self._features.shape[1]}")
-        text_t = torch.nn.functional.normalize(text, dim=1).to(self._features.dtype).T.contiguous()
+        text = torch.nn.functional.normalize(text, dim=1)
         n = self._n
-        scores = torch.empty(n, dtype=torch.float32, device=self.device)
-        labels = torch.empty(n, dtype=torch.int64, device=self.device)
+        if kernel is None or chunk is None:
+            best_kernel, best_chunk = qk.choose_kernel(self._storage, int(text.shape[1]), int(text.shape[0]),
+                                                       self.device.type)
+            kernel, chunk = kernel or best_kernel, chunk or best_chunk
+        scale = None if self._feature_scale is None else self._feature_scale[:n]
         has = self._has_feature[:n]
-        best = torch.full((text.shape[0],), float("-inf"), device=self.device)
-        for start in range(0, n, chunk):  # chunks keep the (rows, Q) similarity cache-sized
-            stop = min(n, start + chunk)
-            sim = self._features[start:stop] @ text_t
-            s, lab = sim.max(dim=1)
-            scores[start:stop] = s
-            labels[start:stop] = lab
-            rows = has[start:stop]
-            if bool(rows.all()):
-                best = torch.maximum(best, sim.max(dim=0).values.float())
-            elif bool(rows.any()):
-                best = torch.maximum(best, sim[rows].max(dim=0).values.float())
+        res = qk.scan(self._features[:n], scale, has, text, kernel, int(chunk))
+        scores, labels = res.scores, res.labels
         missing = ~has
         scores[missing] = float("nan")
         labels[missing | (scores < min_score)] = -1
-        return QueryResult(labels, scores, best)
+        return QueryResult(labels, scores, res.best)
 
     # ------------------------------------------------------------------ persistence
 
@@ -420,6 +498,8 @@ class VoxelMap:
                 state["features_bf16"] = np.array(True)
             else:
                 state["features"] = feats.numpy()
+            if self._feature_scale is not None:
+                state["feature_scale"] = self._feature_scale[:n].cpu().numpy()
         return state
 
     def save(self, path: str | os.PathLike) -> Path:
@@ -441,6 +521,8 @@ class VoxelMap:
             raise ValueError(f"{path}: map format version {version}, expected {MAP_FORMAT_VERSION}")
         kwargs = {"voxel_size": float(state["voxel_size"]), "max_voxels": int(state["max_voxels"]),
                   "num_label_classes": int(state["votes"].shape[1]) if "votes" in state else 0}
+        if "feature_scale" in state:  # a compact map stays compact unless asked otherwise
+            kwargs["feature_dtype"] = "int8"
         kwargs.update(overrides)
         vmap = cls(device=device, **kwargs)
         n = state["keys"].shape[0]
@@ -455,13 +537,22 @@ class VoxelMap:
         vmap._has_feature[:n] = torch.from_numpy(state["has_feature"]).to(dev)
         if "votes" in state and vmap.num_label_classes == state["votes"].shape[1]:
             vmap._votes[:n] = torch.from_numpy(state["votes"]).to(dev)
+        vmap._n = n
         if "features" in state:
             feats = torch.from_numpy(state["features"])
             if "features_bf16" in state:
                 feats = feats.view(torch.bfloat16)
-            vmap._features = torch.zeros((vmap.capacity, feats.shape[1]), dtype=vmap.feature_dtype, device=dev)
-            vmap._features[:n] = feats.to(dev, vmap.feature_dtype)
-        vmap._n = n
+            scale = torch.from_numpy(state["feature_scale"]) if "feature_scale" in state else None
+            vmap._allocate_features(int(feats.shape[1]))
+            if feats.dtype == vmap._features.dtype:  # same storage: bit-exact
+                vmap._features[:n] = feats.to(dev)
+                if scale is not None:
+                    vmap._feature_scale[:n] = scale.to(dev)
+            else:  # another storage mode: through float32, in blocks (no full fp32 copy of the map)
+                for s in range(0, n, 65536):
+                    rows = torch.arange(s, min(n, s + 65536), device=dev)
+                    part_scale = None if scale is None else scale[s : s + 65536].to(dev)
+                    vmap._store(rows, qk.decode(feats[s : s + 65536].to(dev), part_scale))
         order = torch.argsort(vmap._keys[:n])
         vmap._sorted_keys = vmap._keys[:n][order].clone()
         vmap._sorted_slots = order
