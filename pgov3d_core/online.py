@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 from pgov3d_core.data.frame import Frame, FrameError
-from pgov3d_core.map import VoxelMap
+from pgov3d_core.map import VoxelMap, select_points
 from pgov3d_core.sync import ApproximateTimeSync
 
 log = logging.getLogger(__name__)
@@ -46,7 +46,7 @@ class QueryError(ValueError):
 class QueryAnswer:
     """The labelled points of a query: xyz (M, 3) float32, rgb (M, 3) uint8, labels (M,) int32
     index into `texts`, scores (M,) float32; best_scores (Q,) the highest score of each text;
-    counts (Q,) points per text; `total_hits` before any max_points cap."""
+    counts (Q,) points per text returned; `total_hits`: labelled voxels before any max_points cap."""
 
     texts: list[str]
     xyz: np.ndarray
@@ -60,16 +60,6 @@ class QueryAnswer:
     @property
     def message(self) -> str:
         return ", ".join(f"{q}: {n} points" for q, n in zip(self.texts, self.counts, strict=True))
-
-
-def select_rows(labels: torch.Tensor, scores: torch.Tensor, max_points: int) -> torch.Tensor:
-    """Rows of the labelled voxels (label ≥ 0) to return; with max_points > 0 at most that many,
-    the highest-scoring first (a large map's answer stays small enough for RViz and DDS)."""
-    hit = torch.nonzero(labels >= 0).squeeze(1)
-    if max_points <= 0 or len(hit) <= max_points:
-        return hit
-    top = torch.topk(scores[hit], max_points).indices
-    return hit[torch.sort(top).values]
 
 
 class OnlineMapper:
@@ -370,7 +360,10 @@ class OnlineMapper:
                 raise QueryError(f"the map holds {len(self.map)} voxels but no features yet: the 3D network "
                                  "has not run")
             result = self.map.query(text, min_score=float(min_score))
-            rows = select_rows(result.labels, result.scores, max_points)
+            # Only labelled voxels are returned; under a cap, each text's best-scoring ones in
+            # equal shares (select_points), so a small object asked beside "floor" still shows.
+            rows = select_points(result, max_points)
+            rows = rows[result.labels[rows] >= 0]
             xyz = self.map.points()[rows].cpu().numpy().copy()
             rgb = self.map.colors()[rows].cpu().numpy()
             total_hits = int((result.labels >= 0).sum())

@@ -338,7 +338,7 @@ class MappingNode(Node):
     def _on_query(self, request: Query.Request, response: Query.Response) -> Query.Response:
         response.success = False
         cap = int(self.get_parameter("max_query_points").value)
-        asked = int(getattr(request, "max_points", 0))
+        asked = int(request.max_points)
         cap = asked if asked > 0 and (cap <= 0 or asked < cap) else cap
         try:
             answer = self.mapper.query(list(request.queries), float(request.min_score), max_points=cap)

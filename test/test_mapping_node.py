@@ -188,6 +188,9 @@ def test_query_labels_chairs_inside_the_ground_truth_chairs(tmp_path):
             # Random-weight text embeddings of different words still have cosines around 0.7, so only
             # exact matches (1.0) may pass: other classes' voxels must stay unlabelled.
             res = call_service(node, client, Query.Request(queries=["chair", "table", "floor"], min_score=0.99))
+            # A capped answer: at most 30 points, in equal shares per query (small objects still show).
+            capped = call_service(node, client, Query.Request(queries=["chair", "table", "floor"], min_score=0.99,
+                                                              max_points=30))
             assert wait_for(lambda: query_clouds and markers, 10, node)
             assert node_proc.poll() is None
             node.destroy_node()
@@ -213,6 +216,10 @@ def test_query_labels_chairs_inside_the_ground_truth_chairs(tmp_path):
     chair_pts = cKDTree(xyz[cloud["label"] == 0])
     recall = float(np.mean(chair_pts.query(chair_truth[seen])[0] < 0.05))
     assert recall >= 0.8, recall
+    capped_labels = cloud_to_arrays(capped.cloud)["label"]
+    assert capped.success and capped.cloud.width == 30, capped.message
+    assert np.bincount(capped_labels, minlength=3).tolist() == [10, 10, 10]
+    assert "returned the 30 best of" in capped.message
     # Markers: a text label and a box per query with points.
     texts = [m.text for m in markers[-1].markers if m.ns == "pgov3d_query_labels"]
     assert sorted(t.split(" (")[0] for t in texts) == ["chair", "floor", "table"]
