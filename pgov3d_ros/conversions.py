@@ -166,8 +166,9 @@ def points_to_cloud(xyz: np.ndarray, rgb: np.ndarray, header, **scalars: np.ndar
     """Unorganised PointCloud2 with x, y, z, rgb and extra scalar fields (int32/uint32/float32).
 
     No per-point Python work: the fields are column copies into one numpy record array, and its
-    buffer becomes the message's array.array('B') in one memcpy. (Assigning bytes or a list to
-    `msg.data` makes the generated setter check every byte in Python: ~3 s for 1M points.)"""
+    buffer becomes the message's array.array('B') in one memcpy (no intermediate bytes object).
+    An array.array also skips the generated setter's per-byte Python check, which runs for bytes
+    or lists when ROS_PYTHON_CHECK_FIELDS=1 (measured: 0.28 s per 100k points)."""
     datatypes = {np.dtype(np.float32): PointField.FLOAT32, np.dtype(np.int32): PointField.INT32,
                  np.dtype(np.uint32): PointField.UINT32}
     n = len(xyz)
