@@ -10,6 +10,15 @@ float32 and calling sgemm wins instead. Rather than guess from CPU flags, `choos
 each candidate once per process on a sample block and keeps the fastest; `choose_storage` does
 the same for the "auto" storage type.
 
+Known limits (measured on a 2-core AVX512 Xeon, bench/bench_map.py): (1) every kernel here is a
+loop of PyTorch ops per block, so the fp16->fp32 conversion and the product are separate passes
+and each block pays several OpenMP fork/joins; on an oversubscribed CPU (other processes busy)
+each join can wait a scheduler slice, which multiplies multi-threaded query times many-fold while
+a single-call bare read is barely affected. (2) At 20 texts x 512-d the float32 multiply-adds
+alone exceed the bandwidth floor on AVX2 (10 G FMA at 16/cycle/core vs 1 GB at ~14 GB/s/core),
+so only int8 (VNNI) or native bf16 (AVX512-BF16/AMX) can reach it there. A fused native kernel
+(convert + dot + max per row block, one parallel region per query) is the way past both.
+
 Storage modes (`STORAGE_MODES`), bytes per 512-d feature:
   float32   2048 B  reference precision
   float16   1024 B  11-bit mantissa, fp32 accumulation in every kernel but `mm16`
@@ -47,6 +56,11 @@ KERNELS = ("mm16", "f32_nt", "f32_tn", "i8mm")
 CHUNKS = (2048, 8192)  # rows per block; smaller blocks pay more per-call overhead than they save
 _SAMPLE_ROWS = 8192  # micro-benchmark block: 8 MB of 16-bit 512-d features (a few ms per kernel)
 _INT8_MAX = 127.0
+# Largest |score - float32 product of the stored values| a kernel may show on the sample block:
+# mm16 rounds its result to 16 bits (bf16: 2^-9 relative); i8mm's split texts leave ~1e-5. An
+# int8 GEMM that saturates (AVX2 without VNNI: u8 x s8 pairs summed in int16) errs by ~2e-2 and
+# is rejected, whatever its speed.
+_TOLERANCE = {"mm16": 1e-2, "f32_nt": 1e-4, "f32_tn": 1e-4, "i8mm": 1e-3}
 
 
 def storage_mode(value: str | torch.dtype) -> str:
@@ -194,13 +208,24 @@ def _time(fn, give_up_after: float, repeats: int = 5) -> float:
 
 @functools.cache
 def kernel_timings(mode: str, d: int, q: int, device: str = "cpu") -> dict[tuple[str, int], float]:
-    """Seconds per sample block for every (kernel, chunk) candidate of `mode` at (D, Q); measured
-    once per process (minimum of 5 runs, so a busy neighbour does not decide the choice)."""
+    """Seconds per sample block for every (kernel, chunk) candidate of `mode` at (D, Q) that
+    computes correctly here (scores within _TOLERANCE of float32); measured once per process
+    (minimum of 5 runs, so a busy neighbour does not decide the choice)."""
     values, scale, has = _sample(mode, d, device)
     gen = torch.Generator().manual_seed(1)
     text = torch.nn.functional.normalize(torch.randn(q, d, generator=gen), dim=1).to(device)
+    reference = scan(values, scale, has, text, "f32_nt", CHUNKS[0]).scores
     out: dict[tuple[str, int], float] = {}
     for kernel in kernels_for(mode):
+        try:
+            error = float((scan(values, scale, has, text, kernel, CHUNKS[0]).scores - reference).abs().max())
+        except RuntimeError as exc:  # a kernel this build/CPU lacks (e.g. no _int_mm): not a candidate
+            log.debug("query kernel %s unavailable for %s: %s", kernel, mode, exc)
+            continue
+        if error > _TOLERANCE[kernel]:
+            log.warning("query kernel %s rejected for %s storage on this CPU: scores off by %.3g (limit %g)",
+                        kernel, mode, error, _TOLERANCE[kernel])
+            continue
         for chunk in CHUNKS:
             limit = 3 * min(out.values(), default=float("inf"))
             try:

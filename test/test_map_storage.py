@@ -122,3 +122,12 @@ def test_select_points_caps_with_equal_shares():
     assert torch.bincount(labels[rows] + 1, minlength=4).tolist() == [7, 100, 3, 40]
     with pytest.raises(ValueError, match="max_points"):
         select_points(res, -1)
+
+
+def test_kernel_with_wrong_scores_is_never_chosen(monkeypatch):
+    """Speed never outranks correctness: a kernel whose scores stray from float32 on the sample
+    block (as _int_mm does on AVX2 without VNNI, by int16 saturation) is not a candidate."""
+    monkeypatch.setitem(qk._TOLERANCE, "i8mm", -1.0)
+    d = 24  # a dimension no other test uses, so the cached choice is this test's alone
+    assert all(kernel != "i8mm" for kernel, _ in qk.kernel_timings("int8", d, 3))
+    assert qk.choose_kernel("int8", d, 3)[0] in ("f32_nt", "f32_tn")
