@@ -82,9 +82,9 @@ def labels_to_image(labels: np.ndarray, stamp, frame_id: str) -> Image:
 
 
 def byte_array(data: np.ndarray) -> array.array:
-    """A message's uint8[] field value. The generated setters take an array.array('B') as it is;
-    given bytes they check every element in Python (two loops over 921,600 elements for a 640x480
-    colour image: ~0.1 s per message, which capped publishing at a few frames per second)."""
+    """A message's uint8[] field value, copied once from `data`'s buffer. The generated setters
+    keep an array.array('B') as it is; anything else they convert, and with
+    ROS_PYTHON_CHECK_FIELDS=1 check element by element in Python (~0.1 s for a 640x480 image)."""
     out = array.array("B")
     out.frombytes(np.ascontiguousarray(data).view(np.uint8).reshape(-1).data)
     return out
