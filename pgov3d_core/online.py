@@ -382,6 +382,7 @@ class OnlineMapper:
             dropped = len(self._queue)
             self._queue.clear()
         with self._input_lock:
+            dropped += sum(self.sync.pending().values())  # messages waiting for partners go too
             self.sync.reset()
         with self.lock:
             n = len(self.map)

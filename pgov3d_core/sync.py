@@ -61,14 +61,11 @@ class ApproximateTimeSync:
         self.time_jumps = 0
         self.reset()
 
-    def reset(self) -> dict[str, int]:
-        """Forget every waiting message and last stamp (after a time jump, or a map clear).
-        Returns how many messages of each stream were waiting."""
-        waiting = {s: len(q) for s, q in getattr(self, "queues", {}).items()}
+    def reset(self) -> None:
+        """Forget every waiting message and last stamp (after a time jump, or a map clear)."""
         self.queues: dict[str, deque[_Entry]] = {s: deque() for s in self.streams}
         self._last_emitted = float("-inf")
         self._last_seen = dict.fromkeys(self.streams, float("-inf"))
-        return waiting
 
     def pending(self) -> dict[str, int]:
         """Messages of each stream waiting for a match."""

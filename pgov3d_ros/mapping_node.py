@@ -303,9 +303,6 @@ class MappingNode(Node):
         xyz, rgb = self.mapper.snapshot()
         self.map_pub.publish(points_to_cloud(xyz, rgb, self._header()))
 
-    def network_pass(self) -> int:
-        return self.mapper.network_pass()
-
     def _log_diagnostics(self) -> None:
         s = self.mapper.status()
         drops = ", ".join(f"{k} ×{v}" for k, v in sorted(s["dropped"].items(), key=lambda kv: -kv[1])[:5]) or "none"
