@@ -11,9 +11,10 @@ agreement with float32 measured in bench/bench_map.py). The query kernel is chos
 (`query_kernels.choose_kernel`).
 
 Storage is slot-ordered (append-only, compacted on eviction) with a separate sorted key index
-(`_sorted_keys` → `_sorted_slots`), so integrating a frame costs one unique over the frame's
-points, one binary search of its voxels in the index and an O(N) merge only when new voxels
-appear.
+(`_sorted_keys` → `_sorted_slots`), so integrating a frame costs one pass over its pixels
+(back-projection, keys and the merge of consecutive equal keys: `frame_kernel` on CPU, torch ops
+elsewhere), one unique over the merged runs, one binary search of its voxels in the index and an
+O(N) merge only when new voxels appear.
 
 Eviction rule: when the map would exceed `max_voxels`, the least recently observed voxels
 (oldest `last_seen`, ties broken by fewer observations) are dropped until the map holds
@@ -32,6 +33,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from pgov3d_core import frame_kernel
 from pgov3d_core import query_kernels as qk
 from pgov3d_core.data.frame import Frame, FrameError
 from pgov3d_core.fileio import atomic_write
@@ -252,7 +254,25 @@ class VoxelMap:
 
     def integrate(self, frame: Frame) -> IntegrateStats:
         """Add a posed RGB-D frame. Raises FrameError (map unchanged) for an unusable frame."""
-        frame.validate()
+        frame.validate()  # the one validation: K, pose, shapes and dtypes
+        want_labels = frame.labels is not None and self.num_label_classes > 0
+        if self.device.type == "cpu" and frame_kernel.available():
+            # One fused pass over the pixels (see frame_kernel); same result as the torch path below.
+            try:
+                runs = frame_kernel.frame_runs(frame.depth, frame.color, frame.labels if want_labels else None,
+                                               frame.K, frame.pose, self.stride, 0.0, self.max_depth,
+                                               self.voxel_size)
+            except ValueError as exc:
+                raise FrameError(f"frame {frame.frame_id!r}: {exc}") from exc
+            if runs["n_points"] == 0:
+                raise FrameError(f"frame {frame.frame_id!r}: no valid depth pixels")
+            point_run = point_labels = None
+            if want_labels:
+                point_run = torch.from_numpy(runs["point_run"])
+                point_labels = torch.from_numpy(runs["point_label"])
+            return self._accumulate_runs(torch.from_numpy(runs["run_keys"]), torch.from_numpy(runs["run_sums"]),
+                                         torch.from_numpy(runs["run_counts"]), runs["n_points"],
+                                         point_run, point_labels)
         depth = torch.from_numpy(np.require(frame.depth, np.float32, ["C", "W"])).to(self.device)
         points, pixel_index = backproject(depth, frame.K, frame.pose, self.stride, max_depth=self.max_depth)
         if points.shape[0] == 0:
@@ -260,7 +280,7 @@ class VoxelMap:
         color = torch.from_numpy(np.require(frame.color, np.uint8, ["C", "W"])).to(self.device).reshape(-1, 3)
         colors = color[pixel_index].to(torch.float32)
         labels = None
-        if frame.labels is not None and self.num_label_classes:
+        if want_labels:
             labels = torch.from_numpy(np.asarray(frame.labels, np.int64).reshape(-1)).to(self.device)[pixel_index]
         return self.integrate_points(points, colors, labels)
 
@@ -288,6 +308,14 @@ class VoxelMap:
         run_counts = torch.diff(run_begin, append=torch.tensor([keys.shape[0]], device=self.device))
         run_sums = torch.zeros((run_keys.shape[0], 6), dtype=torch.float32, device=self.device)
         run_sums.index_add_(0, run, values)
+        return self._accumulate_runs(run_keys, run_sums, run_counts, int(points.shape[0]),
+                                     run if labels is not None else None, labels)
+
+    def _accumulate_runs(self, run_keys: torch.Tensor, run_sums: torch.Tensor, run_counts: torch.Tensor,
+                         n_points: int, point_run: torch.Tensor | None,
+                         point_labels: torch.Tensor | None) -> IntegrateStats:
+        """Merge one observation, given as runs of points sharing a voxel (keys (R,), sums of xyz
+        and rgb (R, 6), point counts (R,)), into the map; optional per-point run index and label."""
         uniq, run_inverse = torch.unique(run_keys, return_inverse=True)
         m = uniq.shape[0]
         sums = torch.zeros((m, 6), dtype=torch.float32, device=self.device).index_add_(0, run_inverse, run_sums)
@@ -321,16 +349,17 @@ class VoxelMap:
         self.frames_integrated += 1
         self._last_seen[slots] = self.frames_integrated
         self._changed[slots] = True
-        if labels is not None and self.num_label_classes:
+        if point_labels is not None and self.num_label_classes:
+            labels = point_labels
             ok = (labels >= 0) & (labels < self.num_label_classes)
-            inverse = run_inverse[run]  # voxel of every point
+            inverse = run_inverse[point_run]  # voxel of every point
             self._votes.index_put_((slots[inverse[ok]], labels[ok]),
                                    torch.ones(int(ok.sum()), dtype=torch.int32, device=self.device), accumulate=True)
 
         evicted = 0
         if self._n > self.max_voxels:
             evicted = self._evict(int(self.max_voxels * (1.0 - self.evict_fraction)))
-        return IntegrateStats(int(points.shape[0]), m, n_new, evicted)
+        return IntegrateStats(n_points, m, n_new, evicted)
 
     def rows_of(self, keys: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Current rows of voxel `keys` (any order) and a mask of those still in the map (a voxel

@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from pgov3d_core import frame_kernel
 from pgov3d_core.data.frame import Frame, FrameError
 from pgov3d_core.map import VoxelMap, select_points
 from pgov3d_core.sync import ApproximateTimeSync
@@ -96,6 +97,8 @@ class OnlineMapper:
         if network_voxel_budget < 1:
             raise ValueError(f"network_voxel_budget must be ≥ 1, got {network_voxel_budget}")
         self.map = vmap
+        if vmap.device.type == "cpu":
+            frame_kernel.warm_up()
         self.lock = threading.Lock()  # the map
         self.log = logger or log
         self.assemble = assemble

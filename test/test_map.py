@@ -185,3 +185,64 @@ def test_saved_files_follow_the_process_umask(tmp_path, umask):
         assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask, path
     assert len(VoxelMap.load(written[0])) == len(m)
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]  # no temporary file left
+
+
+def _tilted_frame(seed: int, h=120, w=160):
+    """A frame of a slanted, bumpy surface seen from a generic pose (no face sits on a voxel
+    boundary), with invalid pixels of every kind and per-pixel labels."""
+    rng = np.random.default_rng(seed)
+    vv, uu = np.mgrid[0:h, 0:w]
+    depth = (1.5 + 0.004 * uu + 0.002 * vv + 0.01 * np.sin(uu / 7.0) + rng.normal(0, 0.002, (h, w)))
+    depth = depth.astype(np.float32)
+    depth[rng.random((h, w)) < 0.03] = 0.0
+    depth[rng.random((h, w)) < 0.02] = np.nan
+    depth[rng.random((h, w)) < 0.01] = np.inf
+    depth[rng.random((h, w)) < 0.01] = 9.0  # beyond max_depth below
+    K = np.array([[140.0, 0.0, 79.5], [0.0, 140.0, 59.5], [0.0, 0.0, 1.0]])
+    angle = 0.3 + seed
+    c, s = np.cos(angle), np.sin(angle)
+    pose = np.eye(4)
+    pose[:3, :3] = np.array([[c, 0, s], [0, 1, 0], [-s, 0, c]]) @ np.array([[1, 0, 0], [0, c, -s], [0, s, c]])
+    pose[:3, 3] = [0.37 + seed, -1.13, 0.71]
+    color = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+    labels = rng.integers(-1, 6, (h, w))
+    return Frame(color=color, depth=depth, K=K, pose=pose, labels=labels, frame_id=f"tilted{seed}")
+
+
+@pytest.mark.parametrize("stride", [1, 3])
+def test_fused_cpu_kernel_gives_the_torch_path_map(monkeypatch, stride):
+    """The CPU path integrates frames with one fused kernel (frame_kernel); the torch path is the
+    reference (and CUDA's path). Same points, same voxels, same means, counts and votes — up to
+    points within float32 rounding of a voxel face."""
+    from pgov3d_core import frame_kernel
+
+    assert frame_kernel.available()
+    frames = [_tilted_frame(s) for s in range(3)]
+    fused = VoxelMap(voxel_size=0.02, max_depth=5.0, stride=stride, num_label_classes=6)
+    fused_stats = [fused.integrate(f) for f in frames]
+    monkeypatch.setattr(frame_kernel, "available", lambda: False)
+    reference = VoxelMap(voxel_size=0.02, max_depth=5.0, stride=stride, num_label_classes=6)
+    reference_stats = [reference.integrate(f) for f in frames]
+
+    # Depth validity is a pure per-pixel test: the same points in both paths, exactly.
+    assert [s.points for s in fused_stats] == [s.points for s in reference_stats]
+    assert fused_stats[0].points > 0.9 * (120 // stride) * (160 // stride)
+    a, b = fused.keys().numpy(), reference.keys().numpy()
+    common, ia, ib = np.intersect1d(a, b, return_indices=True)
+    assert len(common) >= 0.999 * max(len(a), len(b))
+    same_count = fused.counts()[ia] == reference.counts()[ib]
+    assert float(same_count.double().mean()) >= 0.999
+    rows_a, rows_b = torch.from_numpy(ia)[same_count], torch.from_numpy(ib)[same_count]
+    torch.testing.assert_close(fused.points()[rows_a], reference.points()[rows_b], atol=2e-6, rtol=0)
+    torch.testing.assert_close(fused.colors()[rows_a], reference.colors()[rows_b], atol=1e-3, rtol=0)
+    assert torch.equal(fused.label_votes()[rows_a], reference.label_votes()[rows_b])
+    assert int(fused.label_votes().sum()) == int(reference.label_votes().sum())
+
+
+def test_fused_kernel_rejects_coordinates_outside_the_key_range():
+    frame = _tilted_frame(0)
+    frame.pose[:3, 3] = [1e5, 0.0, 0.0]  # 5 million 2 cm voxels from the origin
+    vmap = VoxelMap(voxel_size=0.02)
+    with pytest.raises(FrameError, match="outside"):
+        vmap.integrate(frame)
+    assert len(vmap) == 0
