@@ -26,7 +26,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
+from pgov3d_core.config import ConfigError, read_yaml
 
 # name → (default, description). The launch file declares exactly these.
 LAUNCH_ARGUMENTS: dict[str, tuple[str, str]] = {
@@ -151,12 +151,10 @@ def load_preset(name_or_path: str, cameras_dir: Path) -> CameraPreset:
         raise LaunchArgumentError(f"{what}: the presets are {known} (in {cameras_dir}); or give the path of a "
                                   "preset YAML (camera:=/path/to/my_camera.yaml)")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise LaunchArgumentError(f"camera preset {path} is not valid YAML: {exc}") from None
+        data = read_yaml(path, "camera preset")
+    except ConfigError as exc:
+        raise LaunchArgumentError(f"{exc}; a preset is a mapping of {sorted(PRESET_KEYS)}") from None
     where = f"camera preset {path}"
-    if not isinstance(data, dict):
-        raise LaunchArgumentError(f"{where}: expected a mapping of {sorted(PRESET_KEYS)}")
     unknown = set(data) - PRESET_KEYS
     if unknown:
         raise LaunchArgumentError(f"{where}: unknown keys {sorted(unknown)}; a preset has {sorted(PRESET_KEYS)}")
@@ -186,8 +184,8 @@ def config_parameters(config: Path) -> dict[str, object]:
     """The node parameters a parameter file sets for the mapping node (its `/**` section and/or the
     one named after the node), as ROS would merge them."""
     try:
-        data = yaml.safe_load(Path(config).read_text()) or {}
-    except (OSError, yaml.YAMLError) as exc:
+        data = read_yaml(config, "parameter file")
+    except ConfigError as exc:
         raise LaunchArgumentError(f"config:={str(config)!r} cannot be read as a parameter file: {exc}") from None
     merged: dict[str, object] = {}
     for key in ("/**", MAPPING_NODE[1], "/" + MAPPING_NODE[1]):

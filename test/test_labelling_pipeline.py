@@ -204,12 +204,12 @@ def test_cli_oracle_and_import_entry_point(tmp_path):
     root = tmp_path / "scenes"
     write_block_scene(root / "a", n_frames=2)
     write_block_scene(root / "b", n_frames=2, seed=1)
-    assert main(["--scene-root", str(root), "--labeller", "oracle", "--no-progress"]) == 0
+    assert main(["--scene-root", str(root), "labeller=oracle", "--no-progress"]) == 0
     assert len(list(root.glob("*/entities/*.json"))) == 4
     (root / "b" / "label" / "000000.png").unlink()
     (root / "b" / "entities" / "000000.json").unlink()
-    assert main(["--scene-root", str(root), "--labeller", "oracle", "--no-progress"]) == 1
-    assert main(["--scene-root", str(tmp_path / "nowhere"), "--labeller", "oracle"]) == 2
+    assert main(["--scene-root", str(root), "labeller=oracle", "--no-progress"]) == 1
+    assert main(["--scene-root", str(tmp_path / "nowhere"), "labeller=oracle"]) == 2
     # A broken scene is reported; the others are still labelled.
     write_block_scene(root / "c", n_frames=1)
     (root / "a" / "intrinsic" / "intrinsic_depth.txt").unlink()

@@ -1,12 +1,14 @@
 """Pixel-wise entities for the frames of scene folders (PGOV3D §3.1), cached under <scene>/entities/.
 
-    python training/label_frames.py --scene-root ROOT --config config/labelling.yaml \\
-        [--labeller oracle|models] [--stride N] [--batch-size B] [--overlay] [-v]
+    python training/label_frames.py --scene-root ROOT [--config config/labelling.yaml] [-v] \\
+        [KEY=VALUE ...]     e.g. labeller=oracle stride=2 batch_size=4 overlay=true
 
-ROOT is a scene folder or a folder of scene folders. Re-running is cheap: frames whose cached
-outputs are valid (and from the same labeller settings) are skipped; missing, corrupt or outdated
-ones are redone. Exit status: 0 all sampled frames labelled, 1 some frames failed (listed in the
-summary), 2 setup error (missing weights, bad config, unreadable scene) printed as one line.
+ROOT is a scene folder or a folder of scene folders; KEY=VALUE overrides the labelling config (the
+same dotted syntax as every CLI of the project, e.g. grounding.box_threshold=0.35). Re-running is
+cheap: frames whose cached outputs are valid (and from the same labeller settings) are skipped;
+missing, corrupt or outdated ones are redone. Exit status: 0 all sampled frames labelled, 1 some
+frames failed (listed in the summary), 2 setup error (missing weights, bad config, unreadable
+scene) printed as one line.
 
 Importable: `from training.label_frames import label_scenes` (the curriculum CLI's entry point;
 the implementation lives in pgov3d_core.labelling.pipeline).
@@ -24,7 +26,7 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pgov3d_core.data.scene import SceneError  # noqa: E402
-from pgov3d_core.labelling.config import ConfigError  # noqa: E402
+from pgov3d_core.labelling.config import ConfigError, LabellingConfig  # noqa: E402
 from pgov3d_core.labelling.entities import EntityError  # noqa: E402
 from pgov3d_core.labelling.labellers import LabellingError  # noqa: E402
 from pgov3d_core.labelling.pipeline import SceneReport, label_scenes  # noqa: E402
@@ -37,12 +39,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--scene-root", required=True, help="a scene folder or a folder of scene folders")
     p.add_argument("--config", default=None, help="labelling YAML (default: built-in defaults)")
-    p.add_argument("--labeller", choices=("models", "oracle"), default=None, help="overrides the config's labeller")
-    p.add_argument("--stride", type=int, default=None, help="label every N-th frame (overrides the config)")
-    p.add_argument("--batch-size", type=int, default=None, help="frames per model batch (overrides the config)")
-    p.add_argument("--overlay", action="store_true", default=None, help="also write entities/overlay/<id>.png")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
+                   help="labelling config overrides: labeller=oracle, stride=N, batch_size=B, overlay=true, ...")
     return p
 
 
@@ -57,15 +57,8 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         with logging_redirect_tqdm():
-            reports = label_scenes(
-                args.scene_root,
-                args.config,
-                labeller=args.labeller,
-                stride=args.stride,
-                overlay=args.overlay,
-                batch_size=args.batch_size,
-                progress=not args.no_progress,
-            )
+            config = LabellingConfig.load(args.config).merged(args.overrides)
+            reports = label_scenes(args.scene_root, config, progress=not args.no_progress)
     except (WeightsError, ConfigError, SceneError, LabellingError, EntityError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

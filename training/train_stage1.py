@@ -2,7 +2,7 @@
 """Stage 1 (partial-scene pre-training, paper §3.1): thin CLI around pgov3d_core.training.stage1.
 
     python training/train_stage1.py --config config/stage1.yaml [--run-dir DIR] [--resume [PATH]]
-        [--set train.lr=1e-3 ...] [key=value ...]
+        [KEY=VALUE ...]     e.g. train.lr=1e-3 train.steps=200
     torchrun --nproc_per_node=4 training/train_stage1.py --config config/stage1_gpu.yaml data.root=...
 """
 
@@ -26,12 +26,11 @@ if __name__ == "__main__":
     p.add_argument("--config", default="config/stage1.yaml", help="YAML config (_base_ inheritance)")
     p.add_argument("--run-dir", help="checkpoints/, metrics.jsonl, tb/ (default: the config's run_dir)")
     p.add_argument("--resume", nargs="?", const=True, default=False, help="resume the run's latest checkpoint or PATH")
-    p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE", help="config override")
-    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="more config overrides")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides (dotted keys)")
     args = p.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
-        trainer = run_stage1(load_config(args.config, [*args.sets, *args.overrides]), args.run_dir, args.resume)
+        trainer = run_stage1(load_config(args.config, args.overrides), args.run_dir, args.resume)
     finally:
         shutdown_distributed()
     if trainer.ctx.is_main and trainer.history:

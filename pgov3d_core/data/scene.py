@@ -29,6 +29,7 @@ import numpy as np
 import yaml
 from PIL import Image, UnidentifiedImageError
 
+from pgov3d_core.config import ConfigError, read_yaml
 from pgov3d_core.data.frame import Frame, FrameError
 from pgov3d_core.fileio import atomic_write, atomic_write_bytes  # noqa: F401  (re-exported)
 from pgov3d_core.geometry import GeometryError, check_intrinsics, check_rigid
@@ -53,11 +54,9 @@ class SceneMeta:
     @classmethod
     def read(cls, path: Path) -> SceneMeta:
         try:
-            data = yaml.safe_load(path.read_text()) or {}
-        except (OSError, yaml.YAMLError) as exc:
-            raise SceneError(f"{path}: unreadable scene metadata ({exc})") from None
-        if not isinstance(data, dict):
-            raise SceneError(f"{path}: scene metadata must be a mapping")
+            data = read_yaml(path, "scene metadata")
+        except ConfigError as exc:
+            raise SceneError(str(exc)) from None
         scale = float(data.pop("depth_scale", 1000.0))
         if not np.isfinite(scale) or scale <= 0:
             raise SceneError(f"{path}: depth_scale must be a positive number, got {scale}")

@@ -8,7 +8,7 @@ per frame is an entity image (uint16, 0 = none, k = labels[k - 1]) plus the id â
 
 Run it::
 
-    python training/label_frames.py --scene-root data/scenes --config config/labelling.yaml [--overlay]
+    python training/label_frames.py --scene-root data/scenes --config config/labelling.yaml [overlay=true]
 
 Outputs (resumable cache, see `entities`): `<scene>/entities/<frame_id>.png` and `.json`
 (labels, scores, pixel counts, the raw texts of both MLLM turns, the labeller identity, the
@@ -33,7 +33,7 @@ On a GPU the models run in float16 (LLaVA-NeXT weights in float16, GroundingDINO
 autocast) and LLaVA-NeXT and GroundingDINO are batched over frames (`batch_size`); SAM encodes one
 image at a time and decodes all its boxes in batches. On CPU everything runs in float32.
 
-Without these weights the oracle labeller (`--labeller oracle`) writes the same entity files from
+Without these weights the oracle labeller (`labeller=oracle`) writes the same entity files from
 a scene's ground-truth label images and class names (synthetic scenes, the base-annotated
 protocol), optionally naming each object MLLM-style with a seeded synonym per frame
 (`oracle.naming: synonyms`, see `synonyms`); the text side still has real language meaning through

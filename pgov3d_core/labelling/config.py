@@ -9,41 +9,16 @@ import dataclasses
 import hashlib
 import json
 import os
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+# ConfigError is the config loader's own, importable from here too.
+from pgov3d_core.config import ConfigError, apply_overrides, from_section, load_config, section
 from pgov3d_core.weights import WeightsError
 
 LABELLERS = ("models", "oracle")
-
-
-class ConfigError(ValueError):
-    """An unreadable or invalid labelling config (the message names the key)."""
-
-
-def _from_dict(cls, data: dict | None, where: str):
-    if data is not None and not isinstance(data, dict):
-        raise ConfigError(f"{where or 'config'}: expected a mapping, got {type(data).__name__}")
-    data = dict(data or {})
-    names = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - set(names))
-    if unknown:
-        raise ConfigError(f"{where}: unknown key(s) {unknown}; known: {sorted(names)}")
-    kwargs = {}
-    for name, value in data.items():
-        sub = names[name].metadata.get("section")
-        kwargs[name] = _from_dict(sub, value, f"{where}.{name}" if where else name) if sub else value
-    try:
-        return cls(**kwargs)
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"{where or 'config'}: {exc}") from None
-
-
-def _section(cls):
-    return field(default_factory=cls, metadata={"section": cls})
 
 
 @dataclass
@@ -143,12 +118,12 @@ class LabellingConfig:
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     dtype: str = "auto"  # auto (float16 on CUDA, float32 on CPU) | float16 | bfloat16 | float32
     overlay: bool = False
-    weights: WeightsConfig = _section(WeightsConfig)
-    vocabulary: VocabularyConfig = _section(VocabularyConfig)
-    grounding: GroundingConfig = _section(GroundingConfig)
-    segmentation: SegmentationConfig = _section(SegmentationConfig)
-    text_encoder: TextEncoderSection = _section(TextEncoderSection)
-    oracle: OracleConfig = _section(OracleConfig)
+    weights: WeightsConfig = section(WeightsConfig)
+    vocabulary: VocabularyConfig = section(VocabularyConfig)
+    grounding: GroundingConfig = section(GroundingConfig)
+    segmentation: SegmentationConfig = section(SegmentationConfig)
+    text_encoder: TextEncoderSection = section(TextEncoderSection)
+    oracle: OracleConfig = section(OracleConfig)
 
     def __post_init__(self) -> None:
         if self.labeller not in LABELLERS:
@@ -160,23 +135,17 @@ class LabellingConfig:
 
     @classmethod
     def from_dict(cls, data: dict | None) -> LabellingConfig:
-        return _from_dict(cls, data, "")
+        return from_section(cls, data, "")
 
     @classmethod
     def load(cls, path: str | os.PathLike | None) -> LabellingConfig:
-        """Read a YAML config (None: all defaults). Relative weight paths are taken relative to the
-        config file's folder, so a config can sit next to its weights."""
+        """Read a YAML config with the project's loader (`_base_`, `1e-3` as a float; None: all
+        defaults). Relative weight paths are taken relative to the config file's folder, so a
+        config can sit next to its weights."""
         if path is None:
             return cls()
         p = Path(path)
-        try:
-            data = yaml.safe_load(p.read_text()) or {}
-        except FileNotFoundError:
-            raise ConfigError(f"{p}: config file not found") from None
-        except (OSError, yaml.YAMLError) as exc:
-            raise ConfigError(f"{p}: unreadable config ({exc})") from None
-        if not isinstance(data, dict):
-            raise ConfigError(f"{p}: a labelling config must be a mapping")
+        data = load_config(p)
         try:
             cfg = cls.from_dict(data)
         except ConfigError as exc:
@@ -194,12 +163,11 @@ class LabellingConfig:
         except (TypeError, ValueError) as exc:
             raise ConfigError(str(exc)) from None
 
-    def merged(self, overrides: dict | None) -> LabellingConfig:
-        """A copy with a nested mapping of settings merged over this one (e.g. the curriculum's
-        `labelling.overrides: {oracle: {naming: synonyms}}`), checked like the file."""
-        from pgov3d_core.config import merge
-
-        return self if not overrides else LabellingConfig.from_dict(merge(self.to_dict(), overrides))
+    def merged(self, overrides: Mapping | Iterable[str] | None) -> LabellingConfig:
+        """A copy with overrides merged key by key over this one (the curriculum's
+        `labelling.overrides: {oracle: {naming: synonyms}}`, or dotted keys as on the command line:
+        `{"oracle.naming": "synonyms"}` or `["oracle.naming=synonyms"]`), checked like the file."""
+        return self if not overrides else LabellingConfig.from_dict(apply_overrides(self.to_dict(), overrides))
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

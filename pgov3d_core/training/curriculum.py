@@ -20,7 +20,6 @@ aside (nothing trained is deleted).
 from __future__ import annotations
 
 import copy
-import json
 import logging
 import time
 from dataclasses import asdict, dataclass, field
@@ -79,11 +78,15 @@ class CurriculumError(RuntimeError):
     pass
 
 
-def _stage_cfg(cfg: dict, name: str) -> dict:
+def stage_config(cfg: dict, name: str) -> dict:
+    """The config of training stage `name` ("stage1", "stage2") as the curriculum section gives it:
+    the file `config`, the section's other keys merged over it, then `overrides` (dotted keys or
+    nested mappings, e.g. `train.steps: 400` or, from the command line,
+    `stage1.overrides.train.steps=4`) merged key by key: a key overridden leaves its siblings."""
     section = cfg.get(name) or {}
     base = load_config(section["config"]) if section.get("config") else {}
     out = merge(base, {k: v for k, v in section.items() if k not in ("config", "overrides")})
-    return apply_overrides(out, [f"{k}={json.dumps(v)}" for k, v in (section.get("overrides") or {}).items()])
+    return apply_overrides(out, section.get("overrides") or {})
 
 
 def _final_step(run_dir: Path) -> int | None:
@@ -208,7 +211,7 @@ def run_curriculum(cfg: dict, opts: CurriculumOptions | None = None) -> Curricul
     step("labels", do_labels)
 
     # -- stage 1
-    s1 = _stage_cfg(cfg, "stage1")
+    s1 = stage_config(cfg, "stage1")
     s1["data"] = merge(s1.get("data") or {}, {"root": str(train_root), "labels": "entities"})
     s1["data"].pop("synthetic", None)
     s1.get("data", {}).pop("scenes", None)
@@ -231,7 +234,7 @@ def run_curriculum(cfg: dict, opts: CurriculumOptions | None = None) -> Curricul
     # -- stage 2
     s2_ckpt = None
     if not opts.no_stage2:
-        s2 = _stage_cfg(cfg, "stage2")
+        s2 = stage_config(cfg, "stage2")
         s2["text_encoder"] = copy.deepcopy(s1.get("text_encoder"))
         s2["data"] = merge(s2.get("data") or {}, {"root": str(train_root), "labels": "entities"})
         s2["pseudo"] = merge(s2.get("pseudo") or {}, {"checkpoint": str(s1_ckpt)})
