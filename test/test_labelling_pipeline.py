@@ -234,7 +234,11 @@ def test_config_is_checked(tmp_path):
         shipped.with_overrides(stride=0)
     with pytest.raises(ConfigError, match="weights: expected a mapping"):
         LabellingConfig.from_dict({"weights": "/some/path"})
-    assert json.dumps(shipped.to_dict())
+    # to_dict is what the labeller identity and the curriculum's merge read: it must hold every
+    # setting, so the config rebuilt from its JSON is the same config.
+    assert LabellingConfig.from_dict(json.loads(json.dumps(shipped.to_dict()))) == shipped
+    changed = shipped.merged({"grounding": {"nms_iou": 0.3}})
+    assert changed.to_dict()["grounding"]["nms_iou"] == 0.3 and changed != shipped
     # The CLIP text encoder of the consumers takes its checkpoint from weights.text_encoder.
     with pytest.raises(WeightsError, match="weights.text_encoder is not set"):
         shipped.text_encoder_config()

@@ -257,8 +257,15 @@ def _spconv_vs_dense(k: int = 5, channels: int = 16):
     return (out - ref).abs().max().item(), (f1.grad - f2.grad).abs().max().item()
 
 
+# Whether spconv's scatter_add_cpu still races depends on thread timing (two OpenMP threads
+# colliding on a row within 60 trials): on a loaded or single-core machine it may not show, so the
+# "still needed" canary is an opt-in check (PGOV3D_CANARIES=1), not part of the suite's verdict.
+CANARIES = os.environ.get("PGOV3D_CANARIES") == "1"
+
+
+@pytest.mark.skipif(not CANARIES, reason="timing-dependent canary: set PGOV3D_CANARIES=1 to run it")
 @pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="the scatter-add race needs two OpenMP threads")
-def test_scatter_add_race_workaround_is_still_needed_and_works():
+def test_scatter_add_race_is_still_there_without_the_workaround():
     torch.set_num_threads(2)
     from spconv.core_cc.csrc.sparse.all import SpconvOps
     from spconv.pytorch.cppcore import torch_tensor_to_tv
@@ -275,6 +282,12 @@ def test_scatter_add_race_workaround_is_still_needed_and_works():
         if wrong:
             break
     assert wrong, "spconv's scatter_add_cpu no longer races: drop bug 2 of spconv_compat"
-    # Patched: a 5x5x5 submanifold conv equals the dense reference, forward and backward.
+
+
+def test_scatter_add_race_workaround_works_with_two_threads():
+    # Patched: a 5x5x5 submanifold conv equals the dense reference, forward and backward, with
+    # two threads (the setting where the unpatched kernel races).
+    torch.set_num_threads(2)
+    assert spconv_compat.is_installed()
     fwd_err, bwd_err = _spconv_vs_dense()
     assert fwd_err < 1e-4 and bwd_err < 1e-4

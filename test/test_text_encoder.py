@@ -15,6 +15,12 @@ def tiny(**kw):
     return TextEncoder({"random_init": True, "model_cfg": tiny_clip_config(32), **kw})
 
 
+def _poisoned(encoder: TextEncoder) -> TextEncoder:
+    for p in encoder.model.parameters():
+        p.data.zero_()
+    return encoder
+
+
 def test_embeddings_normalised_distinct_and_cached(tmp_path):
     cache = tmp_path / "emb.safetensors"
     enc = tiny(cache_path=str(cache))
@@ -24,10 +30,8 @@ def test_embeddings_normalised_distinct_and_cached(tmp_path):
     assert torch.equal(emb[0], emb[2]) and float(emb[0] @ emb[1]) < 0.999
     assert cache.exists()
     # A new process-equivalent encoder reads the cache instead of recomputing: poison the model.
-    again = tiny(cache_path=str(cache))
-    for p in again.model.parameters():
-        p.data.zero_()
-    torch.testing.assert_close(again.encode(["table"]), emb[1:2])
+    assert float(_poisoned(tiny()).encode(["table"])[0] @ emb[1]) < 0.99  # the poison shows without the cache
+    torch.testing.assert_close(_poisoned(tiny(cache_path=str(cache))).encode(["table"]), emb[1:2])
 
 
 def test_random_init_embeddings_are_well_separated():
@@ -53,7 +57,13 @@ def test_corrupt_cache_is_rebuilt(tmp_path):
     cache.write_bytes(b"garbage")
     emb = tiny(cache_path=str(cache)).encode(["bed"])
     assert emb.shape == (1, 32)
-    torch.testing.assert_close(tiny(cache_path=str(cache)).encode(["bed"]), emb)
+    from safetensors.torch import load_file
+
+    rebuilt = load_file(str(cache))  # a valid file again, holding the embedding just computed
+    assert len(rebuilt) == 1 and torch.equal(next(iter(rebuilt.values())), emb[0])
+    # The rebuilt cache is what a fresh encoder answers from (its model is poisoned).
+    torch.testing.assert_close(_poisoned(tiny(cache_path=str(cache))).encode(["bed"]), emb)
+    assert float(_poisoned(tiny()).encode(["bed"])[0] @ emb[0]) < 0.99
 
 
 def test_missing_weights_name_the_config_key(tmp_path):
