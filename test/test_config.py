@@ -89,3 +89,27 @@ def test_from_section_rejects_unknown_keys_naming_the_section():
         from_section(_Outer, {"inner": {"size": 0}}, "outer")
     with pytest.raises(ConfigError, match="outer: expected a mapping, got list"):
         from_section(_Outer, [1], "outer")
+
+
+def test_every_config_section_rejects_unknown_keys_naming_it():
+    from pgov3d_core.labelling.text_encoder import TextEncoderConfig
+    from pgov3d_core.training.augment import AugmentConfig
+    from pgov3d_core.training.stage1_data import PartialSceneConfig, sample_settings
+    from pgov3d_core.training.stage2 import FullSceneConfig, PseudoConfig
+    from pgov3d_core.training.trainer import TrainConfig
+
+    sections = [(TrainConfig, "train"), (PseudoConfig, "pseudo"), (FullSceneConfig, "data"),
+                (PartialSceneConfig, "data"), (AugmentConfig, "data.augment"), (TextEncoderConfig, "text_encoder")]
+    for cls, where in sections:
+        with pytest.raises(ConfigError, match=rf"^{where}: unknown key\(s\) \['voxel_sise'\]"):
+            cls.from_dict({"voxel_sise": 0.05})
+    # Nested: a typo inside stage 2's data.augment names the full path (stage 2 used to drop it).
+    with pytest.raises(ConfigError, match=r"data\.augment: unknown key\(s\) \['rotate'\]"):
+        FullSceneConfig.from_dict(sample_settings({"root": "/scenes", "labels": "entities", "augment": {"rotate": 1}}))
+    with pytest.raises(ConfigError, match="train: schedule must be cosine"):
+        TrainConfig.from_dict({"schedule": "linear"})
+    assert TrainConfig.from_dict({"betas": [0.8, 0.9]}).betas == (0.8, 0.9)
+    data = PartialSceneConfig.from_dict({"pair_offset": [2, 4], "augment": {"scale": [1, 2]}})
+    assert data.pair_offset == (2, 4) and data.augment.scale == (1.0, 2.0)
+    with pytest.raises(ConfigError, match=r"data: pair_offset must be \[min, max\]"):
+        PartialSceneConfig.from_dict({"pair_offset": [4, 2]})

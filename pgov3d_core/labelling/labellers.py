@@ -114,13 +114,13 @@ class ModelLabeller:
     name = "models"
 
     def __init__(self, cfg: LabellingConfig):
+        from pgov3d_core.device import resolve_device
         from pgov3d_core.labelling.models import (
             GroundingDinoDetector,
             LlavaVocabulary,
             SamSegmenter,
             resolve_dtype,
         )
-        from pgov3d_core.labelling.text_encoder import resolve_device
 
         offline_environment()
         # Every path is checked before any model loads: a typo fails in a second, not after 15 GB.

@@ -27,11 +27,13 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
+from pgov3d_core.config import from_section
+from pgov3d_core.device import resolve_device  # also imported from here by older callers
 from pgov3d_core.weights import WeightsError, offline_environment, require_weights
 
 log = logging.getLogger(__name__)
@@ -59,25 +61,17 @@ class TextEncoderConfig:
     device: str = "auto"
     batch_size: int = 256
     config_key: str = "weights.text_encoder"  # how the checkpoint path is named in error messages
-    extra: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {BACKENDS}, got {self.backend!r}")
+        if self.backend == "sentence" and (self.random_init or self.model_cfg is not None):
+            raise ValueError("random_init / model_cfg are open_clip options (random-weight test "
+                             "models); the sentence backend always loads real weights")
 
     @classmethod
     def from_dict(cls, d: dict | None) -> TextEncoderConfig:
-        d = dict(d or {})
-        known = {k: d.pop(k) for k in list(d) if k in cls.__dataclass_fields__ and k != "extra"}
-        cfg = cls(**known, extra=d)
-        if cfg.backend not in BACKENDS:
-            raise ValueError(f"text_encoder.backend must be one of {BACKENDS}, got {cfg.backend!r}")
-        if cfg.backend == "sentence" and (cfg.random_init or cfg.model_cfg is not None):
-            raise ValueError("text_encoder.random_init / model_cfg are open_clip options (random-weight test "
-                             "models); the sentence backend always loads real weights")
-        return cfg
-
-
-def resolve_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+        return from_section(cls, d, "text_encoder")
 
 
 class TextEncoder:

@@ -31,7 +31,8 @@ from pgov3d_core.online import OnlineMapper, QueryError
 
 def build_mapper(scene: Scene, checkpoint: str | None, oracle: bool, voxel_size: float, stride: int,
                  max_depth: float, device: str, text_encoder: dict | None = None) -> OnlineMapper:
-    from pgov3d_core.labelling.text_encoder import TextEncoder, resolve_device
+    from pgov3d_core.device import resolve_device
+    from pgov3d_core.labelling.text_encoder import TextEncoder
 
     dev = resolve_device(device)
     predictor = None

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 
 import torch
 
+from pgov3d_core.config import from_section
+
 
 @dataclass
 class AugmentConfig:
@@ -25,15 +27,15 @@ class AugmentConfig:
     brightness: float = 0.05  # shift in [-b, b] (colours in [0, 1])
     channel_gain: float = 0.05  # per-channel factor in [1 - g, 1 + g]
 
+    def __post_init__(self) -> None:
+        lo, hi = (float(s) for s in self.scale)
+        if not 0 < lo <= hi:
+            raise ValueError(f"scale must be [min, max] with 0 < min <= max, got {list(self.scale)}")
+        self.scale = (lo, hi)
+
     @classmethod
     def from_dict(cls, d: dict | None) -> AugmentConfig:
-        d = dict(d or {})
-        unknown = sorted(set(d) - set(cls.__dataclass_fields__))
-        if unknown:
-            raise ValueError(f"unknown data.augment key(s) {unknown}; known: {sorted(cls.__dataclass_fields__)}")
-        if "scale" in d:
-            d["scale"] = tuple(float(s) for s in d["scale"])
-        return cls(**d)
+        return from_section(cls, d, "data.augment")
 
 
 def _uniform(g: torch.Generator, lo: float, hi: float, shape=()) -> torch.Tensor:

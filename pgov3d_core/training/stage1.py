@@ -22,13 +22,16 @@ from pgov3d_core.labelling.text_encoder import TextEncoder
 from pgov3d_core.losses import DEFAULT_LAMBDA, LossTerms, pgov3d_loss_voxels
 from pgov3d_core.models import build_model, resolve_model_config
 from pgov3d_core.training.distributed import DistContext, barrier, init_distributed
-from pgov3d_core.training.stage1_data import PartialSceneConfig, PartialSceneDataset, Stage1Batch, scene_paths
+from pgov3d_core.training.stage1_data import (
+    PartialSceneConfig,
+    PartialSceneDataset,
+    Stage1Batch,
+    sample_settings,
+    scene_paths,
+)
 from pgov3d_core.training.trainer import Trainer
 
 log = logging.getLogger(__name__)
-
-_DATA_SOURCE_KEYS = ("scenes", "root", "synthetic", "labels")
-
 
 class TextEmbeddingBank:
     """Text embeddings of entity names on the training device, computed once per name (the
@@ -111,8 +114,7 @@ def resolve_scenes(data_cfg: dict, ctx: DistContext | None = None) -> list[Path]
 
 
 def stage1_data_config(cfg: dict) -> PartialSceneConfig:
-    data = {k: v for k, v in (cfg.get("data") or {}).items() if k not in _DATA_SOURCE_KEYS}
-    return PartialSceneConfig.from_dict(data)
+    return PartialSceneConfig.from_dict(sample_settings(cfg.get("data")))
 
 
 def build_stage1(cfg: dict, ctx: DistContext | None = None):

@@ -18,17 +18,27 @@ batch's label ids do not depend on sample order within the batch) and the object
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from pgov3d_core.config import from_section, section
 from pgov3d_core.data.scene import Scene
 from pgov3d_core.geometry import backproject, match_frames
 from pgov3d_core.models.batch import SparseBatch, VoxelCloud, collate_clouds, point_offsets, voxelize_cloud
 from pgov3d_core.training.augment import Augmentation, AugmentConfig
 from pgov3d_core.training.labels import FrameLabelSource, make_label_source, resize_labels
+
+# Keys of a `data` section that say where the scenes come from (read by stage1.resolve_scenes and
+# the label source), as opposed to the settings of the samples built from them.
+SCENE_SOURCE_KEYS = ("scenes", "root", "synthetic", "labels")
+
+
+def sample_settings(data: dict | None) -> dict:
+    """A `data` section without its scene-source keys: what the sample configs check."""
+    return {k: v for k, v in (data or {}).items() if k not in SCENE_SOURCE_KEYS}
 
 
 @dataclass
@@ -43,23 +53,18 @@ class PartialSceneConfig:
     max_pairs: int = 4096
     max_points: int | None = None  # random subset per frame (bounds memory on full-res frames)
     normals: bool = False  # append per-point normals (from the depth image) to the colour features
-    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    augment: AugmentConfig = section(AugmentConfig)
+
+    def __post_init__(self) -> None:
+        lo, hi = (int(v) for v in self.pair_offset)
+        if lo < 0 or hi < lo:
+            raise ValueError(f"pair_offset must be [min, max] with 0 <= min <= max, got {list(self.pair_offset)}")
+        self.pair_offset = (lo, hi)
 
     @classmethod
     def from_dict(cls, d: dict | None) -> PartialSceneConfig:
-        d = dict(d or {})
-        known = set(cls.__dataclass_fields__)
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"unknown stage-1 data key(s) {unknown}; known: {sorted(known)}")
-        if "augment" in d:
-            d["augment"] = AugmentConfig.from_dict(d["augment"])
-        if "pair_offset" in d:
-            lo, hi = (int(v) for v in d["pair_offset"])
-            if lo < 0 or hi < lo:
-                raise ValueError(f"pair_offset must be [min, max] with 0 <= min <= max, got {d['pair_offset']}")
-            d["pair_offset"] = (lo, hi)
-        return cls(**d)
+        """The stage-1 `data` settings (`sample_settings` removes the scene-source keys first)."""
+        return from_section(cls, d, "data")
 
     @property
     def in_channels(self) -> int:

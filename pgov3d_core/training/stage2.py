@@ -19,13 +19,13 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from pgov3d_core.config import get
+from pgov3d_core.config import from_section, get, section
 from pgov3d_core.data.scene import Scene, SceneError
 from pgov3d_core.inference import PointFeaturePredictor
 from pgov3d_core.labelling.text_encoder import TextEncoder
@@ -44,7 +44,7 @@ from pgov3d_core.training.pseudo_labels import (
     scene_vocabulary,
 )
 from pgov3d_core.training.stage1 import Stage1Objective, TextEmbeddingBank, resolve_scenes
-from pgov3d_core.training.stage1_data import Stage1Batch
+from pgov3d_core.training.stage1_data import Stage1Batch, sample_settings
 from pgov3d_core.training.trainer import Trainer
 
 log = logging.getLogger(__name__)
@@ -62,11 +62,7 @@ class PseudoConfig:
 
     @classmethod
     def from_dict(cls, d: dict | None) -> PseudoConfig:
-        d = dict(d or {})
-        unknown = sorted(set(d) - set(cls.__dataclass_fields__))
-        if unknown:
-            raise ValueError(f"unknown pseudo key(s) {unknown}; known: {sorted(cls.__dataclass_fields__)}")
-        return cls(**d)
+        return from_section(cls, d, "pseudo")
 
 
 def scene_entity_vocabulary(scene: Scene, source: FrameLabelSource) -> list[str]:
@@ -131,13 +127,12 @@ def generate_pseudo_labels(
 class FullSceneConfig:
     voxel_size: float = 0.05
     max_points: int | None = 200_000  # random spatial crop (a ball around a random point) beyond this
-    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    augment: AugmentConfig = section(AugmentConfig)
 
     @classmethod
     def from_dict(cls, d: dict | None) -> FullSceneConfig:
-        d = {k: v for k, v in dict(d or {}).items() if k in cls.__dataclass_fields__}
-        d["augment"] = AugmentConfig.from_dict(d.get("augment"))
-        return cls(**d)
+        """The stage-2 `data` settings (`sample_settings` removes the scene-source keys first)."""
+        return from_section(cls, d, "data")
 
 
 @dataclass
@@ -214,7 +209,7 @@ def run_stage2(cfg: dict, run_dir: str | os.PathLike | None = None, resume: bool
             log.info("pseudo-labels %s: %d points, %d entities, %.0f%% confident%s", s["scene"], s["points"],
                      s["vocabulary"], 100 * s["labelled_fraction"], " (cached)" if s["cached"] else "")
     barrier(ctx)
-    dataset = FullSceneDataset(scenes, tag, FullSceneConfig.from_dict(data_cfg))
+    dataset = FullSceneDataset(scenes, tag, FullSceneConfig.from_dict(sample_settings(data_cfg)))
     init_from = get(cfg, "train.init_from")
     if init_from:
         model_cfg = load_checkpoint(init_from)["model_config"]

@@ -31,6 +31,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
+from pgov3d_core.config import from_section
 from pgov3d_core.losses import LossTerms
 from pgov3d_core.training import checkpoint as ckpt_io
 from pgov3d_core.training.distributed import DistContext, barrier, mean_across_ranks
@@ -70,22 +71,18 @@ class TrainConfig:
     sync_bn: bool = False  # SyncBatchNorm across DDP ranks
     init_from: str | None = None  # checkpoint whose model weights start a fresh run (stage 2 from stage 1)
 
+    def __post_init__(self) -> None:
+        self.betas = tuple(float(b) for b in self.betas)
+        if self.schedule not in ("cosine", "onecycle", "constant"):
+            raise ValueError(f"schedule must be cosine, onecycle or constant, got {self.schedule!r}")
+        if self.amp not in ("auto", "off", "fp16", "bf16"):
+            raise ValueError(f"amp must be auto, off, fp16 or bf16, got {self.amp!r}")
+        if self.steps < 1 or self.ckpt_every < 1 or self.log_every < 1:
+            raise ValueError("steps, ckpt_every and log_every must be >= 1")
+
     @classmethod
     def from_dict(cls, d: dict | None) -> TrainConfig:
-        d = dict(d or {})
-        unknown = sorted(set(d) - set(cls.__dataclass_fields__))
-        if unknown:
-            raise ValueError(f"unknown train key(s) {unknown}; known: {sorted(cls.__dataclass_fields__)}")
-        if "betas" in d:
-            d["betas"] = tuple(float(b) for b in d["betas"])
-        cfg = cls(**d)
-        if cfg.schedule not in ("cosine", "onecycle", "constant"):
-            raise ValueError(f"train.schedule must be cosine, onecycle or constant, got {cfg.schedule!r}")
-        if cfg.amp not in ("auto", "off", "fp16", "bf16"):
-            raise ValueError(f"train.amp must be auto, off, fp16 or bf16, got {cfg.amp!r}")
-        if cfg.steps < 1 or cfg.ckpt_every < 1 or cfg.log_every < 1:
-            raise ValueError("train.steps, train.ckpt_every and train.log_every must be >= 1")
-        return cfg
+        return from_section(cls, d, "train")
 
 
 def make_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig) -> torch.optim.lr_scheduler.LRScheduler:
