@@ -129,16 +129,6 @@ def prompts(class_names: list[str], template: str = "a {} in a scene") -> list[s
     return [template.format(c) for c in class_names]
 
 
-def predict_classes(point_features: torch.Tensor, text_embeddings: torch.Tensor, chunk: int = 65536):
-    """Argmax cosine similarity of (N, D) point features against (C, D) class text embeddings."""
-    text = torch.nn.functional.normalize(text_embeddings.float(), dim=1)
-    out = torch.empty(point_features.shape[0], dtype=torch.int64)
-    for s in range(0, point_features.shape[0], chunk):
-        f = torch.nn.functional.normalize(point_features[s : s + chunk].float(), dim=1)
-        out[s : s + chunk] = (f @ text.T).argmax(dim=1).cpu()
-    return out
-
-
 # ------------------------------------------------------------------ reports
 
 

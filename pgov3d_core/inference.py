@@ -2,7 +2,8 @@
 
 Used by Stage 2's pseudo-labelling, by evaluation and by the online node's network pass; the
 network input is built exactly as in training (colour in [-1, 1], voxel means at the training
-voxel size).
+voxel size). `predict_classes` is the one argmax-cosine classification of such features against
+text embeddings (evaluation, frame accuracy).
 """
 
 from __future__ import annotations
@@ -63,3 +64,15 @@ class PointFeaturePredictor:
         with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.device.type == "cuda"):
             out = self.model(batch)
         return out.float().cpu()
+
+
+def predict_classes(point_features: torch.Tensor, text_embeddings: torch.Tensor, chunk: int = 65536):
+    """Argmax cosine similarity of (N, D) point features against (C, D) class text embeddings:
+    (N,) int64 class indices on the CPU (computed in chunks of `chunk` points on the features'
+    device)."""
+    text = torch.nn.functional.normalize(text_embeddings.to(point_features.device, torch.float32), dim=1)
+    out = torch.empty(point_features.shape[0], dtype=torch.int64)
+    for s in range(0, point_features.shape[0], chunk):
+        f = torch.nn.functional.normalize(point_features[s : s + chunk].float(), dim=1)
+        out[s : s + chunk] = (f @ text.T).argmax(dim=1).cpu()
+    return out

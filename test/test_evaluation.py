@@ -10,11 +10,11 @@ from pgov3d_core.evaluation import (
     base_novel_metrics,
     confusion_matrix,
     harmonic_iou,
-    predict_classes,
     render_top_down,
     split_classes,
     write_report,
 )
+from pgov3d_core.inference import predict_classes
 
 
 def test_metrics_match_a_hand_computed_confusion_matrix():

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,7 +30,7 @@ from PIL import Image, UnidentifiedImageError
 
 from pgov3d_core.config import ConfigError, read_yaml
 from pgov3d_core.data.frame import Frame, FrameError
-from pgov3d_core.fileio import atomic_write, atomic_write_bytes  # noqa: F401  (re-exported)
+from pgov3d_core.fileio import atomic_write, atomic_write_bytes, natural_sort_key
 from pgov3d_core.geometry import GeometryError, check_intrinsics, check_rigid
 
 log = logging.getLogger(__name__)
@@ -73,8 +72,6 @@ class SceneMeta:
         atomic_write_bytes(path, yaml.safe_dump(data, sort_keys=False).encode())
 
 
-def _natural_key(s: str):
-    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", s)]
 
 
 def read_matrix(path: Path, shape: tuple[int, ...] | None = None) -> np.ndarray:
@@ -142,14 +139,14 @@ class Scene:
         ids = set(color) & depth & pose
         problems = []
         for name, have in (("color", set(color)), ("depth", depth), ("pose", pose)):
-            extra = sorted(have - ids, key=_natural_key)
+            extra = sorted(have - ids, key=natural_sort_key)
             if extra:
                 problems.append(f"{name}/ has {len(extra)} id(s) missing elsewhere, e.g. {extra[:5]}")
         if problems:
             raise SceneError(f"{self.root}: frames do not match across folders: " + "; ".join(problems))
         if not ids:
             raise SceneError(f"{self.root}: no frames found in color/, depth/, pose/")
-        ordered = sorted(ids, key=_natural_key)
+        ordered = sorted(ids, key=natural_sort_key)
         return ordered, {i: color[i] for i in ordered}
 
     def _read_intrinsics(self, name: str) -> np.ndarray:

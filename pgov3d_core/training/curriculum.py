@@ -33,11 +33,10 @@ from pgov3d_core.data.scene import Scene
 from pgov3d_core.evaluation import (
     SegmentationMetrics,
     base_novel_metrics,
-    predict_classes,
     render_top_down,
     write_report,
 )
-from pgov3d_core.inference import PointFeaturePredictor
+from pgov3d_core.inference import PointFeaturePredictor, predict_classes
 from pgov3d_core.labelling.text_encoder import TextEncoder
 from pgov3d_core.training.checkpoint import checkpoint_dir, latest_checkpoint, load_checkpoint
 from pgov3d_core.training.stage1_data import scene_paths

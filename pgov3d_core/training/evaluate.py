@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from pgov3d_core.inference import predict_classes
 from pgov3d_core.models.batch import collate_clouds
 from pgov3d_core.training.augment import Augmentation
 from pgov3d_core.training.stage1_data import PartialSceneDataset
@@ -71,7 +72,6 @@ def evaluate_frames(
             if not vocab:
                 continue
             text = embed(vocab).to(device=device, dtype=torch.float32)
-            text = torch.nn.functional.normalize(text, dim=1)
             lookup = {n: i for i, n in enumerate(vocab)}
             scene_counts = torch.zeros(len(vocab), dtype=torch.int64)
             for fp in loaded:
@@ -82,7 +82,7 @@ def evaluate_frames(
                 center = fp.points.mean(dim=0)
                 cloud = dataset.voxelize(fp, identity, center)
                 feats = model(collate_clouds([cloud]).to(device)).float()
-                pred = (feats @ text.T).argmax(dim=1).cpu()
+                pred = predict_classes(feats, text)
                 table = torch.tensor([lookup.get(n, -1) for n in fp.names], dtype=torch.int64)
                 gt = table[fp.labels[mask]]
                 hit = pred[mask] == gt

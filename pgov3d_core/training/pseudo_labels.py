@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
 import zipfile
 from collections import Counter
 from collections.abc import Callable, Iterable
@@ -30,6 +29,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from pgov3d_core.fileio import atomic_write
 from pgov3d_core.geometry import random_grid_sample, repeated_grid_sampling
 from pgov3d_core.labelling.parsing import normalize_label
 
@@ -104,16 +104,8 @@ def cache_path(scene_root: str | os.PathLike, tag: str) -> Path:
 
 
 def save_pseudo_labels(path: Path, pl: PseudoLabels) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, labels=pl.labels, confidence=pl.confidence, passes=pl.passes,
-                     vocabulary=np.array(pl.vocabulary, dtype=np.str_))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, lambda f: np.savez(f, labels=pl.labels, confidence=pl.confidence, passes=pl.passes,
+                                          vocabulary=np.array(pl.vocabulary, dtype=np.str_)))
 
 
 def load_pseudo_labels(path: Path, n_points: int | None = None, vocabulary: list[str] | None = None):

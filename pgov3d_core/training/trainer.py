@@ -32,6 +32,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from pgov3d_core.config import from_section
+from pgov3d_core.fileio import atomic_write_bytes
 from pgov3d_core.losses import LossTerms
 from pgov3d_core.training import checkpoint as ckpt_io
 from pgov3d_core.training.distributed import DistContext, barrier, mean_across_ranks
@@ -228,9 +229,7 @@ class Trainer:
         if not self.ctx.is_main or not path.exists():
             return
         keep = [ln for ln in path.read_text().splitlines() if ln.strip() and json.loads(ln)["step"] <= step]
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text("".join(ln + "\n" for ln in keep))
-        os.replace(tmp, path)
+        atomic_write_bytes(path, "".join(ln + "\n" for ln in keep).encode())
 
     # ------------------------------------------------------------------ loop
 

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
 from pgov3d_core.data.scene import SceneError, read_image, read_matrix
+from pgov3d_core.fileio import atomic_write_dir
 from pgov3d_core.geometry import GeometryError, check_intrinsics, check_rigid
 
 log = logging.getLogger("pgov3d_core.data.readers")
@@ -101,14 +100,4 @@ def write_scene_atomically(out_dir: str | os.PathLike, write: Callable[[Path], o
     out_dir = Path(out_dir)
     if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
         raise SceneError(f"{out_dir}: output exists and is not an empty folder (refusing to overwrite)")
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.", suffix=".partial"))
-    try:
-        write(tmp)
-        if out_dir.exists():
-            out_dir.rmdir()
-        os.replace(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return out_dir
+    return atomic_write_dir(out_dir, write)

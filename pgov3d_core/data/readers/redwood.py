@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,6 +29,7 @@ from pgov3d_core.data.readers._common import (
     write_scene_atomically,
 )
 from pgov3d_core.data.scene import COLOR_EXTS, SceneError, read_matrix, write_scene
+from pgov3d_core.fileio import natural_sort_key
 
 
 @dataclass
@@ -105,8 +105,6 @@ def _load_K(K) -> np.ndarray:
     return checked_intrinsics(K, "K")
 
 
-def _natural_key(p: Path):
-    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", p.name)]
 
 
 def list_redwood_frames(
@@ -119,8 +117,8 @@ def list_redwood_frames(
     not exist, or two poses for one frame, raise SceneError."""
     color_dir = require_dir(Path(color_dir), "colour folder")
     depth_dir = require_dir(Path(depth_dir), "depth folder")
-    colors = sorted((p for p in color_dir.iterdir() if p.suffix.lower() in COLOR_EXTS), key=_natural_key)
-    depths = sorted(depth_dir.glob("*.png"), key=_natural_key)
+    colors = sorted((p for p in color_dir.iterdir() if p.suffix.lower() in COLOR_EXTS), key=natural_sort_key)
+    depths = sorted(depth_dir.glob("*.png"), key=natural_sort_key)
     if not depths:
         raise SceneError(f"{depth_dir}: no depth .png files")
     if len(colors) != len(depths):

@@ -22,12 +22,11 @@ import numpy as np
 from pgov3d_core.data.label_sets import S3DIS, S3DIS_ALIASES
 from pgov3d_core.data.readers._common import log, require_dir, write_scene_atomically
 from pgov3d_core.data.scene import META_FILE, PointCloud, SceneError, SceneMeta, write_ply_cloud
+from pgov3d_core.fileio import natural_sort_key
 
 _OBJECT_FILE = re.compile(r"^(?P<cls>[A-Za-z]+)_(?P<k>\d+)$")
 
 
-def _natural_key(p: Path):
-    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", p.name)]
 
 
 def s3dis_class_index(file_stem: str, path: Path | None = None) -> int:
@@ -95,7 +94,7 @@ def read_s3dis_object(path: Path, on_bad_line: str = "raise") -> np.ndarray:
 
 def _read_room(room_dir: Path, on_bad_line: str) -> tuple[PointCloud, np.ndarray]:
     ann = require_dir(Path(room_dir) / "Annotations", "S3DIS Annotations folder")
-    files = sorted(ann.glob("*.txt"), key=_natural_key)
+    files = sorted(ann.glob("*.txt"), key=natural_sort_key)
     if not files:
         raise SceneError(f"{ann}: no <class>_<k>.txt annotation files")
     parts, labels, instances = [], [], []

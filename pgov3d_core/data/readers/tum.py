@@ -38,7 +38,8 @@ from pgov3d_core.data.readers._common import (
     require_file,
     write_scene_atomically,
 )
-from pgov3d_core.data.scene import SceneError, atomic_write_bytes, write_scene
+from pgov3d_core.data.scene import SceneError, write_scene
+from pgov3d_core.fileio import atomic_write_bytes
 
 TUM_DEPTH_SCALE = 5000.0
 """TUM depth PNG units per metre (value 5000 = 1 m)."""
