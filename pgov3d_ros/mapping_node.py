@@ -15,6 +15,9 @@ Topics (remap to your driver's; `ros2 launch pgov3d_ros mapping.launch.py color_
              optical frame; parameter pose_type)
   out  ~/map_cloud, ~/query_cloud (PointCloud2), ~/markers (MarkerArray); reliable, transient local
 Services: ~/query (pgov3d_interfaces/srv/Query), ~/clear, ~/save_map, ~/status (std_srvs/Trigger).
+The subscriptions belong to a companion node, `<name>_inputs`, in the same namespace and with the
+same remappings (`ros2 node list` shows both): it has an executor of its own, so the inputs are
+drained at camera rate whatever the services are doing (see `MappingNode.__init__`).
 
 Transport: Fast DDS's default shared-memory segment (512 KB) is smaller than one 640x480 colour
 image, and large best-effort samples then go lost over UDP; the node and the replay tool use the
@@ -25,6 +28,7 @@ set. Camera drivers need it too: see README "Transport".
 from __future__ import annotations
 
 import json
+import threading
 
 import rclpy
 import torch
@@ -32,7 +36,7 @@ from geometry_msgs.msg import PoseStamped
 from nav_msgs.msg import Odometry
 from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2
@@ -199,18 +203,27 @@ class MappingNode(Node):
         self.feature_source = feature_source
         self._camera_info: CameraInfo | None = None
 
-        # Input callbacks only hand messages to the mapper (cheap), so every subscription is drained
-        # promptly; conversion and integration run in the mapper's worker thread. Services and
-        # timers have groups of their own, so a query never delays the inputs.
-        inputs, services, timers = (MutuallyExclusiveCallbackGroup() for _ in range(3))
+        # The input subscriptions live on a companion node, `<name>_inputs` (same namespace, same
+        # remappings), spun by a SingleThreadedExecutor of its own (`main`). Measured with
+        # bench/bench_node.py N1, camera stand-in at 30 Hz, 2 cores: every subscription on this node
+        # under the MultiThreadedExecutor integrated 11-35 % of the frames, its Python wait loop
+        # taking most of a core (a ready callback in a busy exclusive group makes the wait return at
+        # once); a reentrant group 76-84 %; inputs on a single-threaded executor 100 %. Services and
+        # timers stay here on the multi-threaded executor, so a slow query never stops the inputs.
+        # Input callbacks only hand messages to the mapper; conversion and integration run in its
+        # worker thread.
+        self.input_node = rclpy.create_node(
+            f"{self.get_name()}_inputs", cli_args=["--ros-args", "-r", f"__node:={self.get_name()}_inputs"],
+            start_parameter_services=False)
+        services, timers = (MutuallyExclusiveCallbackGroup() for _ in range(2))
         qos = qos_profile_sensor_data if reliability == "best_effort" else QoSProfile(
             depth=p("sync_queue_size"), reliability=ReliabilityPolicy.RELIABLE)
         for stream, topic in (("color", "color/image"), ("depth", "depth/image"), ("labels", "labels/image")):
             if stream in streams:
-                self.create_subscription(Image, topic, self._input(stream), qos, callback_group=inputs)
-        self.create_subscription(CameraInfo, "depth/camera_info", self._on_camera_info, qos, callback_group=inputs)
-        self.create_subscription(PoseStamped if pose_type == "pose_stamped" else Odometry, "pose",
-                                 self._input("pose"), qos, callback_group=inputs)
+                self.input_node.create_subscription(Image, topic, self._input(stream), qos)
+        self.input_node.create_subscription(CameraInfo, "depth/camera_info", self._on_camera_info, qos)
+        self.input_node.create_subscription(PoseStamped if pose_type == "pose_stamped" else Odometry, "pose",
+                                            self._input("pose"), qos)
 
         self.map_pub = self.create_publisher(PointCloud2, "~/map_cloud", RELIABLE_LATCHED)
         self.query_pub = self.create_publisher(PointCloud2, "~/query_cloud", RELIABLE_LATCHED)
@@ -366,20 +379,34 @@ class MappingNode(Node):
     def destroy_node(self) -> None:
         if hasattr(self, "mapper"):  # absent when the constructor failed (bad parameter)
             self.mapper.stop()
+        if hasattr(self, "input_node"):
+            self.input_node.destroy_node()
         super().destroy_node()
+
+
+def _spin_quietly(executor) -> None:
+    try:
+        executor.spin()
+    except ExternalShutdownException:  # Ctrl-C / launch shutdown: the main thread cleans up
+        pass
 
 
 def main(args=None) -> None:
     use_package_transport()  # before rclpy creates the participant
     with rclpy.init(args=args):
         node = MappingNode()
-        executor = MultiThreadedExecutor(num_threads=3)
+        inputs = SingleThreadedExecutor()
+        inputs.add_node(node.input_node)
+        input_thread = threading.Thread(target=_spin_quietly, args=(inputs,), name="pgov3d-inputs", daemon=True)
+        executor = MultiThreadedExecutor(num_threads=2)
         executor.add_node(node)
         try:
+            input_thread.start()
             executor.spin()
         except (KeyboardInterrupt, ExternalShutdownException):
             pass
         finally:
+            inputs.shutdown()
             executor.shutdown()
             node.destroy_node()
 
