@@ -27,7 +27,7 @@ import numpy as np
 
 from pgov3d_core.config import load_config
 from pgov3d_core.data.scene import PointCloud, Scene, write_ply_cloud
-from pgov3d_core.evaluation import query_hit_statistics
+from pgov3d_core.scene_evaluation import query_hit_statistics
 from pgov3d_core.training.checkpoint import latest_checkpoint
 from pgov3d_core.training.curriculum import CurriculumOptions, run_curriculum, summary_table
 

@@ -20,7 +20,7 @@ from pgov3d_core.data.synthetic import generate_dataset
 from pgov3d_core.geometry import backproject
 from pgov3d_core.training import checkpoint as ckpt_io
 from pgov3d_core.training.augment import Augmentation, AugmentConfig
-from pgov3d_core.training.evaluate import evaluate_frames, holdout_frames
+from pgov3d_core.training.frame_accuracy import evaluate_frames, holdout_frames
 from pgov3d_core.training.labels import EntityCacheLabels, OracleLabels
 from pgov3d_core.training.sampling import SeededDataset, StepBatchSampler, seeded_generator
 from pgov3d_core.training.stage1 import make_stage1_trainer

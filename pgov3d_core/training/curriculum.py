@@ -30,14 +30,14 @@ import torch
 
 from pgov3d_core.config import apply_overrides, get, load_config, merge
 from pgov3d_core.data.scene import Scene
-from pgov3d_core.evaluation import (
+from pgov3d_core.inference import PointFeaturePredictor, predict_classes
+from pgov3d_core.labelling.text_encoder import TextEncoder
+from pgov3d_core.scene_evaluation import (
     SegmentationMetrics,
     base_novel_metrics,
     render_top_down,
     write_report,
 )
-from pgov3d_core.inference import PointFeaturePredictor, predict_classes
-from pgov3d_core.labelling.text_encoder import TextEncoder
 from pgov3d_core.training.checkpoint import checkpoint_dir, latest_checkpoint, load_checkpoint
 from pgov3d_core.training.stage1_data import scene_paths
 

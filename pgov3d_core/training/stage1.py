@@ -9,77 +9,27 @@ Config sections used here (see config/stage1.yaml for every key with its default
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
 from pathlib import Path
 
 import torch
-from torch import nn
 
 from pgov3d_core.config import get
 from pgov3d_core.labelling.text_encoder import TextEncoder
-from pgov3d_core.losses import DEFAULT_LAMBDA, LossTerms, pgov3d_loss_voxels
+from pgov3d_core.losses import DEFAULT_LAMBDA
 from pgov3d_core.models import build_model, resolve_model_config
 from pgov3d_core.training.distributed import DistContext, barrier, init_distributed
+from pgov3d_core.training.objective import AlignmentObjective, TextEmbeddingBank
 from pgov3d_core.training.stage1_data import (
     PartialSceneConfig,
     PartialSceneDataset,
-    Stage1Batch,
     sample_settings,
     scene_paths,
 )
 from pgov3d_core.training.trainer import Trainer
 
 log = logging.getLogger(__name__)
-
-class TextEmbeddingBank:
-    """Text embeddings of entity names on the training device, computed once per name (the
-    TextEncoder also keeps its own persistent cache across runs)."""
-
-    def __init__(self, encoder: TextEncoder, device: torch.device):
-        self.encoder = encoder
-        self.device = device
-        self._rows: dict[str, torch.Tensor] = {}
-
-    @property
-    def identity(self) -> str:
-        return self.encoder.identity
-
-    @property
-    def names(self) -> list[str]:
-        return sorted(self._rows)
-
-    def __call__(self, names: list[str]) -> torch.Tensor:
-        missing = [n for n in names if n not in self._rows]
-        if missing:
-            for n, e in zip(missing, self.encoder.encode(missing), strict=True):
-                self._rows[n] = e.to(self.device)
-        if not names:
-            return torch.zeros((0, self.encoder.dim), device=self.device)
-        return torch.stack([self._rows[n] for n in names])
-
-
-class Stage1Objective:
-    """Eq. 5 on a Stage1Batch: alignment over all labelled points of both frames of every pair,
-    consistency over the matched pairs A, weighted by λ."""
-
-    def __init__(self, bank: TextEmbeddingBank, lam: float = DEFAULT_LAMBDA):
-        self.bank = bank
-        self.lam = float(lam)
-
-    def __call__(self, model: nn.Module, batch: Stage1Batch) -> LossTerms:
-        sparse = batch.sparse
-        # The network's per-voxel features (an identity point → voxel map, through the model's own
-        # forward, so DDP still sees the call); the per-point loss is evaluated on them exactly.
-        rows = torch.arange(sparse.num_voxels, device=sparse.coords.device)
-        voxels = model(dataclasses.replace(sparse, inverse=rows, point_batch=sparse.coords[:, 0].long()))
-        text = self.bank(batch.vocabulary)
-        return pgov3d_loss_voxels(voxels, sparse.inverse, batch.labels, text, batch.pairs, self.lam)
-
-    def checkpoint_metadata(self) -> dict:
-        return {"text_encoder": {"identity": self.bank.identity, "dim": int(self.bank.encoder.dim)},
-                "vocabulary": self.bank.names}
 
 
 def build_text_encoder(cfg: dict) -> TextEncoder:
@@ -138,7 +88,8 @@ def build_stage1(cfg: dict, ctx: DistContext | None = None):
         torch.manual_seed(seed)  # identical initial weights on every rank and every run
         model = build_model(full_model_cfg)
     dataset = PartialSceneDataset(resolve_scenes(data_cfg, ctx), data_cfg.get("labels", "oracle"), dcfg)
-    objective = Stage1Objective(TextEmbeddingBank(encoder, ctx.device), float(get(cfg, "loss.lambda", DEFAULT_LAMBDA)))
+    lam = float(get(cfg, "loss.lambda", DEFAULT_LAMBDA))
+    objective = AlignmentObjective(TextEmbeddingBank(encoder, ctx.device), lam)
     return model, dataset, objective, full_model_cfg, encoder
 
 

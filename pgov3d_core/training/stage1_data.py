@@ -27,9 +27,10 @@ import torch
 from pgov3d_core.config import from_section, section
 from pgov3d_core.data.scene import Scene
 from pgov3d_core.geometry import backproject, match_frames
-from pgov3d_core.models.batch import SparseBatch, VoxelCloud, collate_clouds, point_offsets, voxelize_cloud
+from pgov3d_core.models.batch import VoxelCloud, collate_clouds, point_offsets, voxelize_cloud
 from pgov3d_core.training.augment import Augmentation, AugmentConfig
 from pgov3d_core.training.labels import FrameLabelSource, make_label_source, resize_labels
+from pgov3d_core.training.objective import LabelledBatch, batch_vocabulary, remap_labels
 
 # Keys of a `data` section that say where the scenes come from (read by stage1.resolve_scenes and
 # the label source), as opposed to the settings of the samples built from them.
@@ -92,25 +93,6 @@ class Stage1Sample:
     names: list[str]
     pairs: torch.Tensor  # (P, 2) int64: row in cloud a's points, row in cloud b's points
     frames: tuple[str, str, str] = ("", "", "")  # scene root, frame a, frame b (for debugging)
-
-
-@dataclass
-class Stage1Batch:
-    """B pairs → 2B clouds [a_0, b_0, a_1, b_1, ...] in one SparseBatch; labels per point index
-    `vocabulary`; pairs are (global point row of a, global point row of b)."""
-
-    sparse: SparseBatch
-    labels: torch.Tensor
-    vocabulary: list[str]
-    pairs: torch.Tensor
-
-    def to(self, device, non_blocking: bool = False) -> Stage1Batch:
-        return Stage1Batch(self.sparse.to(device, non_blocking), self.labels.to(device, non_blocking=non_blocking),
-                           self.vocabulary, self.pairs.to(device, non_blocking=non_blocking))
-
-    def pin_memory(self) -> Stage1Batch:
-        return Stage1Batch(self.sparse.pin_memory(), self.labels.pin_memory(), self.vocabulary,
-                           self.pairs.pin_memory())
 
 
 def depth_normals(depth: np.ndarray, K: np.ndarray, stride: int) -> np.ndarray:
@@ -232,34 +214,28 @@ class PartialSceneDataset:
         return Stage1Sample(
             cloud_a=self.voxelize(a, aug, center),
             cloud_b=self.voxelize(b, aug, center),
-            labels_a=_remap(a.labels, a.names, lookup),
-            labels_b=_remap(b.labels, b.names, lookup),
+            labels_a=remap_labels(a.labels, a.names, lookup),
+            labels_b=remap_labels(b.labels, b.names, lookup),
             names=present,
             pairs=pairs,
             frames=(str(scene.root), scene.frame_ids[fi], scene.frame_ids[fj]),
         )
 
-    def collate(self, samples: list[Stage1Sample]) -> Stage1Batch:
+    def collate(self, samples: list[Stage1Sample]) -> LabelledBatch:
         return collate_stage1(samples)
 
 
-def _remap(labels: torch.Tensor, names: list[str], lookup: dict[str, int]) -> torch.Tensor:
-    table = torch.tensor([lookup.get(n, -1) for n in names] + [-1], dtype=torch.int64)
-    return table[labels]  # label -1 indexes the trailing -1
-
-
-def collate_stage1(samples: list[Stage1Sample]) -> Stage1Batch:
-    vocabulary = sorted({n for s in samples for n in s.names})
-    lookup = {n: i for i, n in enumerate(vocabulary)}
+def collate_stage1(samples: list[Stage1Sample]) -> LabelledBatch:
+    vocabulary, lookup = batch_vocabulary(s.names for s in samples)
     clouds, labels, pairs = [], [], []
     for s in samples:
         clouds += [s.cloud_a, s.cloud_b]
-        labels += [_remap(s.labels_a, s.names, lookup), _remap(s.labels_b, s.names, lookup)]
+        labels += [remap_labels(s.labels_a, s.names, lookup), remap_labels(s.labels_b, s.names, lookup)]
     offsets = point_offsets(clouds)
     for k, s in enumerate(samples):
         if s.pairs.shape[0]:
             pairs.append(s.pairs + torch.tensor([offsets[2 * k], offsets[2 * k + 1]]))
-    return Stage1Batch(
+    return LabelledBatch(
         sparse=collate_clouds(clouds),
         labels=torch.cat(labels),
         vocabulary=vocabulary,

@@ -35,6 +35,13 @@ from pgov3d_core.training.augment import Augmentation, AugmentConfig
 from pgov3d_core.training.checkpoint import load_checkpoint
 from pgov3d_core.training.distributed import barrier, init_distributed
 from pgov3d_core.training.labels import FrameLabelSource, make_label_source
+from pgov3d_core.training.objective import (
+    AlignmentObjective,
+    LabelledBatch,
+    TextEmbeddingBank,
+    batch_vocabulary,
+    remap_labels,
+)
 from pgov3d_core.training.pseudo_labels import (
     PseudoLabels,
     cache_path,
@@ -43,8 +50,8 @@ from pgov3d_core.training.pseudo_labels import (
     save_pseudo_labels,
     scene_vocabulary,
 )
-from pgov3d_core.training.stage1 import Stage1Objective, TextEmbeddingBank, resolve_scenes
-from pgov3d_core.training.stage1_data import Stage1Batch, sample_settings
+from pgov3d_core.training.stage1 import resolve_scenes
+from pgov3d_core.training.stage1_data import sample_settings
 from pgov3d_core.training.trainer import Trainer
 
 log = logging.getLogger(__name__)
@@ -170,16 +177,12 @@ class FullSceneDataset:
         feats = aug.colors(rgb.to(torch.float32) / 255.0) * 2.0 - 1.0
         return FullSceneSample(voxelize_cloud(pts, feats, self.cfg.voxel_size), labels, pl.vocabulary)
 
-    def collate(self, samples: list[FullSceneSample]) -> Stage1Batch:
-        """The stage-1 batch layout without frame pairs (so Stage1Objective's consistency is 0)."""
-        vocabulary = sorted({n for s in samples for n in s.names})
-        lookup = {n: i for i, n in enumerate(vocabulary)}
-        labels = []
-        for s in samples:
-            table = torch.tensor([lookup[n] for n in s.names] + [-1], dtype=torch.int64)
-            labels.append(table[s.labels])
-        return Stage1Batch(collate_clouds([s.cloud for s in samples]), torch.cat(labels), vocabulary,
-                           torch.zeros((0, 2), dtype=torch.int64))
+    def collate(self, samples: list[FullSceneSample]) -> LabelledBatch:
+        """One cloud per scene and no consistency pairs (so the objective's consistency term is 0)."""
+        vocabulary, lookup = batch_vocabulary(s.names for s in samples)
+        labels = [remap_labels(s.labels, s.names, lookup) for s in samples]
+        return LabelledBatch(collate_clouds([s.cloud for s in samples]), torch.cat(labels), vocabulary,
+                             torch.zeros((0, 2), dtype=torch.int64))
 
 
 # ------------------------------------------------------------------ orchestration
@@ -219,7 +222,7 @@ def run_stage2(cfg: dict, run_dir: str | os.PathLike | None = None, resume: bool
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(int(get(cfg, "train.seed", 0)))
         model: nn.Module = build_model(model_cfg)
-    objective = Stage1Objective(TextEmbeddingBank(encoder, ctx.device), lam=0.0)
+    objective = AlignmentObjective(TextEmbeddingBank(encoder, ctx.device), lam=0.0)
     trainer = Trainer(model, dataset, objective, cfg, run_dir or cfg.get("run_dir") or "outputs/stage2", ctx,
                       model_config=model_cfg, stage="stage2")
     trainer.fit(resume)

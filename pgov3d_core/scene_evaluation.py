@@ -1,4 +1,6 @@
-"""Zero-shot 3D semantic segmentation metrics (mIoU, mAcc, base/novel hIoU) and reports.
+"""Scene evaluation: zero-shot 3D semantic segmentation metrics of whole scene clouds (mIoU, mAcc,
+base/novel hIoU), reports and query hit statistics (per-frame accuracy during training is
+`pgov3d_core.training.frame_accuracy`).
 
 Conventions follow the ScanNet benchmark: a confusion matrix over ground-truth classes (rows) and
 predictions (columns); points whose ground truth is the ignore label are excluded; IoU_c =

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from pgov3d_core.evaluation import (
+from pgov3d_core.scene_evaluation import (
     BASE_NOVEL_SPLITS,
     SegmentationMetrics,
     base_novel_metrics,
@@ -92,7 +92,7 @@ def test_reports_are_written(tmp_path, rng):
 
 
 def test_query_hits_score_each_query_against_its_class():
-    from pgov3d_core.evaluation import query_hit_statistics
+    from pgov3d_core.scene_evaluation import query_hit_statistics
 
     truth_xyz = np.array([[0, 0, 0], [1, 0, 0], [2, 0, 0], [3, 0, 0]], np.float32)
     truth = np.array([0, 0, 1, 1])

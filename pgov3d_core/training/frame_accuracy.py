@@ -1,9 +1,9 @@
-"""Quick per-point evaluation of a stage-1 model on (held-out) frames: each point is assigned the
-entity whose text embedding has the highest cosine with its feature, over the scene's vocabulary
-(the entities that occur in the evaluated frames of that scene). Reports overall accuracy, mean
-class accuracy and the chance level 1/|vocabulary| (point-weighted), which is what a featureless
-model would score. The full mIoU/mAcc evaluation on complete scenes lives elsewhere; this is the
-training-time sanity check the tests rely on.
+"""Frame accuracy: a quick per-point evaluation of a stage-1 model on (held-out) frames. Each point
+gets the entity whose text embedding has the highest cosine with its feature, over the scene's
+vocabulary (the entities that occur in the evaluated frames of that scene). Reports overall
+accuracy, mean class accuracy and the chance level 1/|vocabulary| (point-weighted), which is what
+a featureless model would score. The full mIoU/mAcc evaluation on complete scene clouds is
+`pgov3d_core.scene_evaluation`; this is the training-time sanity check the tests rely on.
 """
 
 from __future__ import annotations
