@@ -30,6 +30,8 @@ Kernels (all return float32 scores; the chunk loop keeps each (rows, Q) block ca
   f32_nt   block -> float32 buffer, buffer @ text.T  (rows, Q)
   f32_tn   block -> float32 buffer, text @ buffer.T  (Q, rows): MKL blocks skinny products
            differently in this orientation, faster at some Q (measured, not assumed)
+  fused    one pass per row: decode, Q dot products, max (pgov3d_core/fused_query.py, numba);
+           16-bit and float32 storage, CPU only
   i8mm     int8 only: int8 x int8 -> int32 (`torch._int_mm`, VNNI where present: ~4x the fp32
            rate), rescaled by the text and voxel scales. Each text is split into two int8 rows,
            t = s * (hi + lo / 127), so text rounding adds nothing measurable to the features'
@@ -47,12 +49,14 @@ from dataclasses import dataclass
 
 import torch
 
+from pgov3d_core import fused_query
+
 log = logging.getLogger(__name__)
 
 STORAGE_MODES = ("float32", "float16", "bfloat16", "int8")
 STORAGE_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16,
                   "int8": torch.int8}
-KERNELS = ("mm16", "f32_nt", "f32_tn", "i8mm")
+KERNELS = ("mm16", "f32_nt", "f32_tn", "i8mm", "fused")
 CHUNKS = (2048, 8192)  # rows per block; smaller blocks pay more per-call overhead than they save
 _SAMPLE_ROWS = 8192  # micro-benchmark block: 8 MB of 16-bit 512-d features (a few ms per kernel)
 _INT8_MAX = 127.0
@@ -60,7 +64,7 @@ _INT8_MAX = 127.0
 # mm16 rounds its result to 16 bits (bf16: 2^-9 relative); i8mm's split texts leave ~1e-5. An
 # int8 GEMM that saturates (AVX2 without VNNI: u8 x s8 pairs summed in int16) errs by ~2e-2 and
 # is rejected, whatever its speed.
-_TOLERANCE = {"mm16": 1e-2, "f32_nt": 1e-4, "f32_tn": 1e-4, "i8mm": 1e-3}
+_TOLERANCE = {"mm16": 1e-2, "f32_nt": 1e-4, "f32_tn": 1e-4, "i8mm": 1e-3, "fused": 1e-4}
 
 
 def storage_mode(value: str | torch.dtype) -> str:
@@ -76,11 +80,12 @@ def storage_mode(value: str | torch.dtype) -> str:
 
 
 def kernels_for(mode: str) -> tuple[str, ...]:
+    fused = ("fused",) if fused_query.available() else ()
     if mode == "int8":
         return ("f32_nt", "f32_tn", "i8mm")
     if mode == "float32":
-        return ("f32_nt", "f32_tn")
-    return ("mm16", "f32_nt", "f32_tn")
+        return ("f32_nt", "f32_tn", *fused)
+    return ("mm16", "f32_nt", "f32_tn", *fused)
 
 
 # ---------------------------------------------------------------- encoding
@@ -125,6 +130,11 @@ def scan(values: torch.Tensor, scale: torch.Tensor | None, has: torch.Tensor, te
     if kernel not in kernels_for(_mode_of(values)):
         raise ValueError(f"kernel {kernel!r} does not apply to {values.dtype} storage "
                          f"(one of {kernels_for(_mode_of(values))})")
+    if kernel == "fused":  # one pass, rows split over torch's thread count (fused_query)
+        if values.device.type != "cpu":
+            raise ValueError("the fused query kernel runs on CPU only")
+        scores, labels, best = fused_query.scan(values, has, text, torch.get_num_threads())
+        return Scan(scores, labels, best)
     n, d = values.shape
     q = text.shape[0]
     dev = values.device
@@ -226,7 +236,7 @@ def kernel_timings(mode: str, d: int, q: int, device: str = "cpu") -> dict[tuple
             log.warning("query kernel %s rejected for %s storage on this CPU: scores off by %.3g (limit %g)",
                         kernel, mode, error, _TOLERANCE[kernel])
             continue
-        for chunk in CHUNKS:
+        for chunk in CHUNKS[:1] if kernel == "fused" else CHUNKS:  # fused has no block size to choose
             limit = 3 * min(out.values(), default=float("inf"))
             try:
                 out[kernel, chunk] = _time(lambda k=kernel, c=chunk: scan(values, scale, has, text, k, c), limit)

@@ -131,3 +131,28 @@ def test_kernel_with_wrong_scores_is_never_chosen(monkeypatch):
     d = 24  # a dimension no other test uses, so the cached choice is this test's alone
     assert all(kernel != "i8mm" for kernel, _ in qk.kernel_timings("int8", d, 3))
     assert qk.choose_kernel("int8", d, 3)[0] in ("f32_nt", "f32_tn")
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float32])
+@pytest.mark.parametrize("threads", [1, 3])
+def test_fused_kernel_equals_the_float32_product_of_the_stored_values(dtype, threads):
+    """The fused CPU kernel decodes the stored bits itself (bf16 by shift, fp16 by rebias,
+    subnormals included): its scores are the float32 product of the stored values, its labels the
+    argmax, its best-per-text over featured rows only, whatever the split over threads."""
+    from pgov3d_core import fused_query
+
+    assert fused_query.available()
+    gen = torch.Generator().manual_seed(3)
+    feats = torch.nn.functional.normalize(torch.randn(1001, 96, generator=gen), dim=1)
+    feats[7] *= 1e-4  # components around 1e-5: float16 subnormals
+    values = feats.to(dtype)
+    assert dtype != torch.float16 or bool(((values[7].abs() < 6.1e-5) & (values[7] != 0)).any())
+    texts = torch.nn.functional.normalize(torch.randn(5, 96, generator=gen), dim=1)
+    has = torch.ones(1001, dtype=torch.bool)
+    has[::10] = False
+    ref = values.float() @ texts.T
+    scores, labels, best = fused_query.scan(values, has, texts, threads)
+    np.testing.assert_allclose(scores.numpy(), ref.max(1).values.numpy(), atol=2e-6, rtol=0)
+    assert torch.equal(labels, ref.argmax(1))
+    np.testing.assert_allclose(best.numpy(), ref[has].max(0).values.numpy(), atol=2e-6, rtol=0)
+    np.testing.assert_allclose(float(scores[7]), float(ref[7].max()), rtol=1e-5, atol=0)
