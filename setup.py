@@ -27,11 +27,22 @@ setup(
     maintainer_email="maintainers@pgov3d.invalid",
     description="Open-vocabulary 3D semantic mapping (PGOV3D) for ROS 2",
     license="Apache-2.0",
+    # Every entry point of the project (`ros2 run pgov3d_ros <name>`; in the checkout's venv
+    # `python -m <module>` runs the same main). The nodes, then the offline steps along the data flow.
     entry_points={
         "console_scripts": [
             "mapping_node = pgov3d_ros.mapping_node:main",
             "replay = pgov3d_ros.replay:main",
             "tf_pose = pgov3d_ros.tf_pose:main",
+            "bag_to_scene = pgov3d_ros.bag_to_scene:main",
+            "check_scene = pgov3d_core.tools.check_scene:main",
+            "synthetic_scenes = pgov3d_core.data.synthetic:main",
+            "label_frames = pgov3d_core.tools.label_frames:main",
+            "train_stage1 = pgov3d_core.tools.train_stage1:main",
+            "train_stage2 = pgov3d_core.tools.train_stage2:main",
+            "run_curriculum = pgov3d_core.tools.run_curriculum:main",
+            "map_scene = pgov3d_core.tools.map_scene:main",
+            "demo = pgov3d_ros.demo:main",
         ],
     },
 )

@@ -26,10 +26,8 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from pgov3d_core.config import load_config  # noqa: E402
-from pgov3d_core.training.curriculum import CurriculumOptions, run_curriculum  # noqa: E402
+from pgov3d_core.config import load_config
+from pgov3d_core.training.curriculum import CurriculumOptions, run_curriculum
 
 ROOT = Path(__file__).resolve().parents[1]
 SEEDS = ["data.synthetic.train_seeds=[200,201,202,203,204,205]", "data.synthetic.val_seeds=[300,301]"]

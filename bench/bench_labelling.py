@@ -21,20 +21,17 @@ import tempfile
 import time
 from pathlib import Path
 
-if __package__ in (None, ""):
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import numpy as np
+import torch
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-
-from pgov3d_core.data.scene import Scene  # noqa: E402
-from pgov3d_core.data.synthetic import generate_scene  # noqa: E402
-from pgov3d_core.labelling.config import LabellingConfig  # noqa: E402
-from pgov3d_core.labelling.entities import merge_masks  # noqa: E402
-from pgov3d_core.labelling.labellers import ModelLabeller, OracleLabeller  # noqa: E402
-from pgov3d_core.labelling.pipeline import label_scenes  # noqa: E402
-from pgov3d_core.labelling.tiny import build_tiny_weights, tiny_labelling_config  # noqa: E402
-from pgov3d_core.weights import WeightsError  # noqa: E402
+from pgov3d_core.data.scene import Scene
+from pgov3d_core.data.synthetic import generate_scene
+from pgov3d_core.labelling.config import LabellingConfig
+from pgov3d_core.labelling.entities import merge_masks
+from pgov3d_core.labelling.labellers import ModelLabeller, OracleLabeller
+from pgov3d_core.labelling.pipeline import label_scenes
+from pgov3d_core.labelling.tiny import build_tiny_weights, tiny_labelling_config
+from pgov3d_core.weights import WeightsError
 
 
 def _sync() -> None:

@@ -16,16 +16,14 @@ import argparse
 import json
 import os
 import random
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "test"))
-from bench_node import cpu_line, status  # noqa: E402
+from bench_node import cpu_line, status  # the sibling script (its folder is on sys.path when run)
 
-from pgov3d_core.data.synthetic import generate_scene  # noqa: E402
-from ros_helpers import SHARE, node_command, running_node  # noqa: E402
+from pgov3d_core.data.synthetic import generate_scene
+from pgov3d_ros.processes import SHARE, node_command, running_node
 
 
 def rss_mb(pid: int) -> float:

@@ -1,6 +1,6 @@
 """`make demo`: the embedded default, end to end on CPU.
 
-  1. the curriculum (training/run_curriculum.py) on synthetic rooms: oracle entities → stage 1 (with
+  1. the curriculum (pgov3d_core.tools.run_curriculum) on synthetic rooms: oracle entities → stage 1 (with
      consistency) → stage-2 pseudo-labels → stage 2 → evaluation on held-out rooms (report + PNGs)
   2. the online node with the stage-2 checkpoint: a held-out room is replayed into it, the network
      runs over the map, and /pgov3d/query is asked for the room's classes twice: under their trained
@@ -70,8 +70,7 @@ def online_step(out: Path, scene_dir: Path, checkpoint: Path, query_sets: dict[s
                        "-p", "input_reliability:=reliable", "-p", f"map_save_path:={map_path}")
     replay = node_command("replay", "pgov3d_replay", None)
     replay[1:1] = [str(scene_dir), "--fps", "5"]
-    rclpy.init()
-    try:
+    with rclpy.init():  # shuts rclpy down however the block ends (as ros2/demos)
         with running_node(cmd, log_dir / "mapping_node.log") as node_proc:
             node = rclpy.create_node("pgov3d_demo")
             status_client = node.create_client(Trigger, "/pgov3d/status")
@@ -96,8 +95,6 @@ def online_step(out: Path, scene_dir: Path, checkpoint: Path, query_sets: dict[s
             node.destroy_node()
             if node_proc.poll() is not None:
                 raise RuntimeError(f"the mapping node exited; see {log_dir / 'mapping_node.log'}")
-    finally:
-        rclpy.shutdown()
     truth = Scene(scene_dir).cloud()
     class_names = Scene(scene_dir).class_names
     hits, best_scores, ply = {}, {}, None

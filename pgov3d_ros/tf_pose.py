@@ -139,21 +139,20 @@ class TfPoseNode(Node):
 
 
 def main(args=None) -> int:
-    rclpy.init(args=args)
-    node = None
-    try:
-        node = TfPoseNode()
-        rclpy.spin(node)
-    except RuntimeError as exc:  # tf2_ros missing: one clear line, not a traceback
-        rclpy.logging.get_logger("pgov3d_tf_pose").fatal(str(exc))
-        return 1
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        if node is not None:
-            node.destroy_node()
-        if rclpy.ok():
-            rclpy.shutdown()
+    # As ros2/demos: the context manager shuts rclpy down (if still up) however the block ends.
+    with rclpy.init(args=args):
+        node = None
+        try:
+            node = TfPoseNode()
+            rclpy.spin(node)
+        except RuntimeError as exc:  # tf2_ros missing: one clear line, not a traceback
+            rclpy.logging.get_logger("pgov3d_tf_pose").fatal(str(exc))
+            return 1
+        except (KeyboardInterrupt, ExternalShutdownException):
+            pass
+        finally:
+            if node is not None:
+                node.destroy_node()
     return 0
 
 

@@ -185,7 +185,7 @@ def test_cli_missing_weights_is_one_line_error(tmp_path):
     config.write_text("labeller: models\nweights:\n  llava: weights/llava\n  grounding_dino: ''\n  sam: ''\n")
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
     proc = subprocess.run(
-        [sys.executable, "training/label_frames.py", "--scene-root", str(scene), "--config", str(config),
+        [sys.executable, "-m", "pgov3d_core.tools.label_frames", "--scene-root", str(scene), "--config", str(config),
          "--no-progress"],
         cwd=REPO, capture_output=True, text=True, env=env, timeout=120,
     )
@@ -197,8 +197,8 @@ def test_cli_missing_weights_is_one_line_error(tmp_path):
 
 
 def test_cli_oracle_and_import_entry_point(tmp_path):
-    from training.label_frames import label_scenes as entry
-    from training.label_frames import main
+    from pgov3d_core.tools.label_frames import label_scenes as entry
+    from pgov3d_core.tools.label_frames import main
 
     assert entry is label_scenes
     root = tmp_path / "scenes"

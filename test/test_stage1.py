@@ -294,7 +294,7 @@ def test_init_from_loads_weights_and_data_loader_workers_do_not_change_batches(s
 
 
 def _cli(run_dir: Path, scene_paths, *extra: str) -> list[str]:
-    return [sys.executable, str(REPO / "training" / "train_stage1.py"), "--config", str(CONFIG),
+    return [sys.executable, "-m", "pgov3d_core.tools.train_stage1", "--config", str(CONFIG),
             "--run-dir", str(run_dir), f"data.scenes={json.dumps([str(p) for p in scene_paths])}",
             "data.synthetic=null", "data.match_voxel=0.05", "train.progress=false", "train.threads=1",
             "train.batch_size=1", "train.steps=40", "train.ckpt_every=10", "train.warmup_steps=5", *extra]

@@ -8,7 +8,7 @@ per frame is an entity image (uint16, 0 = none, k = labels[k - 1]) plus the id â
 
 Run it::
 
-    python training/label_frames.py --scene-root data/scenes --config config/labelling.yaml [overlay=true]
+    python -m pgov3d_core.tools.label_frames --scene-root data/scenes --config config/labelling.yaml [overlay=true]
 
 Outputs (resumable cache, see `entities`): `<scene>/entities/<frame_id>.png` and `.json`
 (labels, scores, pixel counts, the raw texts of both MLLM turns, the labeller identity, the

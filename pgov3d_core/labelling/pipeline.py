@@ -1,6 +1,6 @@
 """Label the sampled frames of scene folders with pixel-wise entities, resumably.
 
-`label_scenes` is what `training/label_frames.py` and the curriculum CLI call. For every
+`label_scenes` is what `pgov3d_core.tools.label_frames` and the curriculum call. For every
 sampled frame it writes `<scene>/entities/<frame_id>.png` + `.json` (see `entities`), skipping
 frames whose cached outputs are valid and come from the same labeller settings, and redoing
 missing, corrupt or outdated ones (logging why). Models load only when some frame needs them,

@@ -1,7 +1,8 @@
 """Pixel-wise entities for the frames of scene folders (PGOV3D §3.1), cached under <scene>/entities/.
 
-    python training/label_frames.py --scene-root ROOT [--config config/labelling.yaml] [-v] \\
+    python -m pgov3d_core.tools.label_frames --scene-root ROOT [--config config/labelling.yaml] [-v] \\
         [KEY=VALUE ...]     e.g. labeller=oracle stride=2 batch_size=4 overlay=true
+    ros2 run pgov3d_ros label_frames ...      (the same, installed as a console script)
 
 ROOT is a scene folder or a folder of scene folders; KEY=VALUE overrides the labelling config (the
 same dotted syntax as every CLI of the project, e.g. grounding.box_threshold=0.35). Re-running is
@@ -10,8 +11,8 @@ missing, corrupt or outdated ones are redone. Exit status: 0 all sampled frames 
 frames failed (listed in the summary), 2 setup error (missing weights, bad config, unreadable
 scene) printed as one line.
 
-Importable: `from training.label_frames import label_scenes` (the curriculum CLI's entry point;
-the implementation lives in pgov3d_core.labelling.pipeline).
+The work is `pgov3d_core.labelling.pipeline.label_scenes` (what the curriculum calls); this module
+is its command line.
 """
 
 from __future__ import annotations
@@ -19,24 +20,19 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from pathlib import Path
 
-if __package__ in (None, ""):
-    # Run as a script: import the working tree's pgov3d_core, not an older installed copy.
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from pgov3d_core.data.scene import SceneError
+from pgov3d_core.labelling.config import ConfigError, LabellingConfig
+from pgov3d_core.labelling.entities import EntityError
+from pgov3d_core.labelling.labellers import LabellingError
+from pgov3d_core.labelling.pipeline import SceneReport, label_scenes
+from pgov3d_core.weights import WeightsError
 
-from pgov3d_core.data.scene import SceneError  # noqa: E402
-from pgov3d_core.labelling.config import ConfigError, LabellingConfig  # noqa: E402
-from pgov3d_core.labelling.entities import EntityError  # noqa: E402
-from pgov3d_core.labelling.labellers import LabellingError  # noqa: E402
-from pgov3d_core.labelling.pipeline import SceneReport, label_scenes  # noqa: E402
-from pgov3d_core.weights import WeightsError  # noqa: E402
-
-__all__ = ["label_scenes", "main", "SceneReport"]
+__all__ = ["label_scenes", "main", "SceneReport"]  # label_scenes: the API behind this CLI
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="python -m pgov3d_core.tools.label_frames", description=__doc__.split("\n")[0])
     p.add_argument("--scene-root", required=True, help="a scene folder or a folder of scene folders")
     p.add_argument("--config", default=None, help="labelling YAML (default: built-in defaults)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")

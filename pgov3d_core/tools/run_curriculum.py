@@ -1,22 +1,21 @@
-#!/usr/bin/env python3
 """The PGOV3D curriculum end to end: data → labels → stage 1 → stage 2 → evaluation.
 
-    python training/run_curriculum.py [--config config/curriculum.yaml] [--from-stage STAGE] [--resume]
-        [--no-consistency] [--no-stage2] [--stage2-from-scratch] [KEY=VALUE ...]
+    python -m pgov3d_core.tools.run_curriculum [--config config/curriculum.yaml] [--from-stage STAGE]
+        [--resume] [--no-consistency] [--no-stage2] [--stage2-from-scratch] [KEY=VALUE ...]
+    ros2 run pgov3d_ros run_curriculum ...   (the same, installed as a console script)
 
 Each step is skipped when its outputs exist and are valid, so re-running continues where the last
 run stopped. Results: <run_dir>/report/ (report.md, report.json, per-class IoU and top-down PNGs),
 TensorBoard logs in <run_dir>/stage*/tb.
 """
 
-import argparse
-import logging
 import os
-import sys
-from pathlib import Path
 
-os.environ.setdefault("MKL_CBWR", "AUTO,STRICT")  # bit-exact CPU resume (see train_stage1.py)
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
+os.environ.setdefault("MKL_CBWR", "AUTO,STRICT")  # bit-exact CPU resume (see train_stage1.py); before torch loads
+
+import argparse  # noqa: E402
+import logging  # noqa: E402
+import sys  # noqa: E402
 
 from pgov3d_core.config import load_config  # noqa: E402
 from pgov3d_core.training.checkpoint import CheckpointError  # noqa: E402
@@ -31,7 +30,8 @@ from pgov3d_core.weights import WeightsError  # noqa: E402
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(prog="python -m pgov3d_core.tools.run_curriculum", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", default="config/curriculum.yaml", help="curriculum config (YAML)")
     p.add_argument("--from-stage", choices=STAGES, help="redo this stage and every later one (old runs moved aside)")
     p.add_argument("--resume", action="store_true", help="continue an interrupted training stage from its checkpoint")

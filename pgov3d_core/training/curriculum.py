@@ -1,4 +1,4 @@
-"""The whole PGOV3D curriculum as one resumable pipeline (training/run_curriculum.py):
+"""The whole PGOV3D curriculum as one resumable pipeline (pgov3d_core.tools.run_curriculum):
 
     data → labels → stage1 → stage2 → eval
 

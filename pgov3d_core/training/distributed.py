@@ -1,6 +1,6 @@
 """Process-group setup for DistributedDataParallel, driven by the torchrun environment.
 
-`torchrun --nproc_per_node=G [--nnodes=N --node_rank=… --rdzv_endpoint=…] training/train_stage1.py …`
+`torchrun --nproc_per_node=G [--nnodes=N --node_rank=… --rdzv_endpoint=…] -m pgov3d_core.tools.train_stage1 …`
 sets RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR and MASTER_PORT; without them the run is a single
 process. Backend `auto` = NCCL with CUDA, gloo otherwise (CPU tests use 2 gloo processes).
 """
