@@ -37,6 +37,22 @@ def test_console_scripts_resolve_to_a_main_and_are_installed():
         assert (LIB / name).is_file() and os.access(LIB / name, os.X_OK), f"{LIB / name} (run make setup)"
 
 
+def test_the_documented_curriculum_script_path_runs_the_curriculum_cli(tmp_path):
+    """`python training/run_curriculum.py` (the path the guide and older READMEs give) is the same
+    CLI as the console script: run from another folder, it parses the same flags and rejects a
+    missing config with the CLI's own error."""
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    script = str(ROOT / "training" / "run_curriculum.py")
+    shown = subprocess.run([sys.executable, script, "--help"], capture_output=True, text=True, env=env,
+                           timeout=300, cwd=tmp_path)
+    assert shown.returncode == 0, shown.stderr
+    for flag in ("--from-stage", "--resume", "--no-consistency", "--stage2-from-scratch"):
+        assert flag in shown.stdout
+    missing = subprocess.run([sys.executable, script, "--config", str(tmp_path / "nope.yaml")],
+                             capture_output=True, text=True, env=env, timeout=300, cwd=tmp_path)
+    assert missing.returncode != 0 and "nope.yaml" in missing.stderr + missing.stdout
+
+
 def _run(module: str, *args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
     return subprocess.run([sys.executable, "-m", module, *args], capture_output=True, text=True, env=env,
