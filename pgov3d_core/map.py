@@ -1,9 +1,10 @@
 """`VoxelMap`: the accumulating sparse voxel map of the online node.
 
-Per voxel it stores the packed voxel key, the running mean of its points (float32 xyz), the
-running mean colour (float32 rgb), the observation count, the index of the frame that last
-observed it and a "changed since the last network pass" flag — 41 bytes — plus, once a network
-pass has run, a feature vector in one of `query_kernels.STORAGE_MODES`: float16 or bfloat16 by
+Per voxel it stores the arrays of the field table `FIELDS`: the packed voxel key, the running
+mean of its points (float32 xyz), the running mean colour (float32 rgb), the observation count,
+the index of the frame that last observed it and a "changed since the last network pass" flag —
+41 bytes — the per-class label votes (none by default) and, once a network pass has run, a
+"has a feature" flag and a feature vector in one of `query_kernels.STORAGE_MODES`: float16 or bfloat16 by
 default ("auto": float16 on CUDA; on CPU whichever 16-bit type queries faster *on this CPU*,
 measured once per process — bf16 where AVX512-BF16/AMX make it native, float16 elsewhere),
 float32 on request, or the compact int8 mode (per-voxel scale; about half the memory, top-1
@@ -25,6 +26,7 @@ cap is reached. The frame just integrated is never evicted unless it alone excee
 from __future__ import annotations
 
 import logging
+import math
 import os
 import zipfile
 from dataclasses import dataclass
@@ -42,6 +44,49 @@ from pgov3d_core.geometry import backproject, pack_keys, voxel_coords
 log = logging.getLogger(__name__)
 
 MAP_FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class VoxelField:
+    """One per-voxel array of `VoxelMap`: attribute `_<name>`, one row per slot.
+
+    width: None for one value per voxel (shape (capacity,)), an int for that many columns, or the
+    name of the VoxelMap attribute that holds the column count (which may be 0). dtype None: the
+    feature storage mode's dtype. saved_as: the keys of the field in map files with the columns
+    each holds (default: the name, every column). feature: part of the feature storage, counted
+    by bytes_per_voxel only with include_features. lazy: allocated with the first features (None
+    until then, see `VoxelMap._allocate_features`)."""
+
+    name: str
+    dtype: torch.dtype | None
+    width: int | str | None = None
+    saved_as: tuple[tuple[str, slice], ...] | None = None
+    feature: bool = False
+    lazy: bool = False
+
+    @property
+    def attr(self) -> str:
+        return "_" + self.name
+
+    def columns(self) -> tuple[tuple[str, slice], ...]:
+        return self.saved_as or ((self.name, slice(None)),)
+
+
+# Every per-voxel array (VoxelMap.fields). clear, growth, new slots, compaction, bytes_per_voxel,
+# state_dict and load all read this table: a new field is one more line (saved under its name;
+# files written before it existed load with the field at zero).
+FIELDS: tuple[VoxelField, ...] = (
+    VoxelField("keys", torch.int64),
+    # Mean position (xyz) and mean colour (rgb) side by side: one gather and one scatter per frame.
+    VoxelField("stats", torch.float32, 6, saved_as=(("position", slice(0, 3)), ("color", slice(3, 6)))),
+    VoxelField("count", torch.int32),
+    VoxelField("last_seen", torch.int32),
+    VoxelField("changed", torch.bool),
+    VoxelField("has_feature", torch.bool, feature=True),
+    VoxelField("votes", torch.int32, "num_label_classes"),  # per-pixel label votes per class
+    VoxelField("features", None, "feature_dim", feature=True, lazy=True),  # (capacity, D) storage dtype
+    VoxelField("feature_scale", torch.float32, feature=True, lazy=True),  # int8 storage only
+)
 
 
 @dataclass
@@ -109,6 +154,9 @@ def select_points(result: QueryResult, max_points: int) -> torch.Tensor:
 
 
 class VoxelMap:
+    # The per-voxel field table (a subclass may extend it: `fields = FIELDS + (VoxelField(...),)`).
+    fields: tuple[VoxelField, ...] = FIELDS
+
     def __init__(
         self,
         voxel_size: float = 0.02,
@@ -145,19 +193,21 @@ class VoxelMap:
         """Drop every voxel and feature (settings are kept)."""
         dev = self.device
         self._n = 0
-        self._keys = torch.empty(0, dtype=torch.int64, device=dev)
-        # Mean position (xyz) and mean colour (rgb) side by side: one gather and one scatter per frame.
-        self._stats = torch.empty((0, 6), dtype=torch.float32, device=dev)
-        self._count = torch.empty(0, dtype=torch.int32, device=dev)
-        self._last_seen = torch.empty(0, dtype=torch.int32, device=dev)
-        self._changed = torch.empty(0, dtype=torch.bool, device=dev)
-        self._features: torch.Tensor | None = None  # (capacity, D) in the storage mode's dtype
-        self._feature_scale: torch.Tensor | None = None  # (capacity,) float32, int8 storage only
-        self._has_feature = torch.empty(0, dtype=torch.bool, device=dev)
-        self._votes = torch.empty((0, self.num_label_classes), dtype=torch.int32, device=dev)
+        for f in self.fields:
+            setattr(self, f.attr, None if f.lazy else
+                    torch.zeros((0, *self._row_shape(f)), dtype=f.dtype, device=dev))
         self._sorted_keys = torch.empty(0, dtype=torch.int64, device=dev)
         self._sorted_slots = torch.empty(0, dtype=torch.int64, device=dev)
         self.frames_integrated = 0
+
+    def _row_shape(self, f: VoxelField) -> tuple[int, ...]:
+        if f.width is None:
+            return ()
+        return (int(getattr(self, f.width)) if isinstance(f.width, str) else f.width,)
+
+    def _arrays(self) -> list[tuple[VoxelField, torch.Tensor]]:
+        """The allocated per-voxel arrays, in table order."""
+        return [(f, t) for f in self.fields if (t := getattr(self, f.attr)) is not None]
 
     def __len__(self) -> int:
         return self._n
@@ -236,18 +286,13 @@ class VoxelMap:
         return self._changed[: self._n]
 
     def bytes_per_voxel(self, include_features: bool = False) -> float:
-        per = (
-            self._keys.element_size()
-            + 6 * self._stats.element_size()
-            + self._count.element_size()
-            + self._last_seen.element_size()
-            + self._changed.element_size()
-            + 2 * self._sorted_keys.element_size()  # the sorted index: key + slot
-        )
-        if include_features and self._features is not None:
-            per += self._features.shape[1] * self._features.element_size() + self._has_feature.element_size()
-            if self._feature_scale is not None:
-                per += self._feature_scale.element_size()
+        """Bytes of storage per voxel: every allocated field of `fields` plus the sorted index
+        (key + slot); the feature fields only with `include_features` once features exist."""
+        per = 2 * self._sorted_keys.element_size()
+        with_features = include_features and self._features is not None
+        for f, t in self._arrays():
+            if with_features or not f.feature:
+                per += math.prod(t.shape[1:]) * t.element_size()
         return float(per)
 
     # ------------------------------------------------------------------ integration
@@ -329,15 +374,9 @@ class VoxelMap:
             self._reserve(first + n_new)
             new_slots = torch.arange(first, first + n_new, device=self.device)
             slots[is_new] = new_slots
+            for _, t in self._arrays():
+                t[new_slots] = 0
             self._keys[new_slots] = new_keys
-            self._count[new_slots] = 0
-            self._stats[new_slots] = 0
-            self._has_feature[new_slots] = False
-            self._votes[new_slots] = 0
-            if self._features is not None:
-                self._features[new_slots] = 0
-                if self._feature_scale is not None:
-                    self._feature_scale[new_slots] = 0
             self._n = first + n_new
             self._index_insert(new_keys, new_slots)
 
@@ -407,17 +446,8 @@ class VoxelMap:
             out[: self._n] = t[: self._n]
             return out
 
-        self._keys = grow(self._keys)
-        self._stats = grow(self._stats)
-        self._count = grow(self._count)
-        self._last_seen = grow(self._last_seen)
-        self._changed = grow(self._changed)
-        self._has_feature = grow(self._has_feature)
-        self._votes = grow(self._votes)
-        if self._features is not None:
-            self._features = grow(self._features)
-        if self._feature_scale is not None:
-            self._feature_scale = grow(self._feature_scale)
+        for f, t in self._arrays():
+            setattr(self, f.attr, grow(t))
 
     def _evict(self, target: int) -> int:
         n = self._n
@@ -436,13 +466,8 @@ class VoxelMap:
         n = self._n
         new_slot = torch.cumsum(keep, 0) - 1
         kept = int(keep.sum())
-        for name in ("_keys", "_stats", "_count", "_last_seen", "_changed", "_has_feature", "_votes"):
-            t = getattr(self, name)
+        for _, t in self._arrays():
             t[:kept] = t[:n][keep]
-        if self._features is not None:
-            self._features[:kept] = self._features[:n][keep]
-        if self._feature_scale is not None:
-            self._feature_scale[:kept] = self._feature_scale[:n][keep]
         index_keep = keep[self._sorted_slots]
         self._sorted_keys = self._sorted_keys[index_keep]
         self._sorted_slots = new_slot[self._sorted_slots[index_keep]]
@@ -525,24 +550,16 @@ class VoxelMap:
             "voxel_size": np.array(self.voxel_size),
             "max_voxels": np.array(self.max_voxels),
             "frames_integrated": np.array(self.frames_integrated),
-            "keys": self._keys[:n].cpu().numpy(),
-            "position": self._stats[:n, :3].cpu().numpy(),
-            "color": self._stats[:n, 3:].cpu().numpy(),
-            "count": self._count[:n].cpu().numpy(),
-            "last_seen": self._last_seen[:n].cpu().numpy(),
-            "changed": self._changed[:n].cpu().numpy(),
-            "has_feature": self._has_feature[:n].cpu().numpy(),
-            "votes": self._votes[:n].cpu().numpy(),
         }
-        if self._features is not None:
-            feats = self._features[:n].cpu()
-            if feats.dtype == torch.bfloat16:  # numpy has no bfloat16: store the raw 16-bit words
-                state["features"] = feats.view(torch.int16).numpy()
-                state["features_bf16"] = np.array(True)
-            else:
-                state["features"] = feats.numpy()
-            if self._feature_scale is not None:
-                state["feature_scale"] = self._feature_scale[:n].cpu().numpy()
+        for f, t in self._arrays():
+            for key, cols in f.columns():
+                part = t[:n, cols] if t.ndim == 2 else t[:n]
+                part = part.cpu()
+                if part.dtype == torch.bfloat16:  # numpy has no bfloat16: store the raw 16-bit words
+                    state[key] = part.view(torch.int16).numpy()
+                    state[key + "_bf16"] = np.array(True)
+                else:
+                    state[key] = part.numpy()
         return state
 
     def save(self, path: str | os.PathLike) -> Path:
@@ -562,6 +579,13 @@ class VoxelMap:
         version = int(state.get("format_version", -1))
         if version != MAP_FORMAT_VERSION:
             raise ValueError(f"{path}: map format version {version}, expected {MAP_FORMAT_VERSION}")
+        if "keys" not in state:
+            raise ValueError(f"{path}: not a readable pgov3d map file (no voxel keys)")
+
+        def saved(key: str) -> torch.Tensor:
+            value = torch.from_numpy(state[key])
+            return value.view(torch.bfloat16) if key + "_bf16" in state else value
+
         kwargs = {"voxel_size": float(state["voxel_size"]), "max_voxels": int(state["max_voxels"]),
                   "num_label_classes": int(state["votes"].shape[1]) if "votes" in state else 0}
         if "feature_scale" in state:  # a compact map stays compact unless asked otherwise
@@ -571,21 +595,21 @@ class VoxelMap:
         n = state["keys"].shape[0]
         vmap._reserve(n)
         dev = vmap.device
-        vmap._keys[:n] = torch.from_numpy(state["keys"]).to(dev)
-        vmap._stats[:n, :3] = torch.from_numpy(state["position"]).to(dev)
-        vmap._stats[:n, 3:] = torch.from_numpy(state["color"]).to(dev)
-        vmap._count[:n] = torch.from_numpy(state["count"]).to(dev)
-        vmap._last_seen[:n] = torch.from_numpy(state["last_seen"]).to(dev)
-        vmap._changed[:n] = torch.from_numpy(state["changed"]).to(dev)
-        vmap._has_feature[:n] = torch.from_numpy(state["has_feature"]).to(dev)
-        if "votes" in state and vmap.num_label_classes == state["votes"].shape[1]:
-            vmap._votes[:n] = torch.from_numpy(state["votes"]).to(dev)
+        for f, t in vmap._arrays():  # the fields allocated without features; a missing one stays zero
+            for key, cols in f.columns():
+                if key not in state:
+                    continue
+                target = t[:n, cols] if t.ndim == 2 else t[:n]
+                value = saved(key)
+                if value.shape != target.shape:
+                    if isinstance(f.width, str):  # a width the caller chose at load (num_label_classes)
+                        continue
+                    raise ValueError(f"{path}: {key} has shape {tuple(value.shape)}, expected {tuple(target.shape)}")
+                target.copy_(value.to(dev))
         vmap._n = n
         if "features" in state:
-            feats = torch.from_numpy(state["features"])
-            if "features_bf16" in state:
-                feats = feats.view(torch.bfloat16)
-            scale = torch.from_numpy(state["feature_scale"]) if "feature_scale" in state else None
+            feats = saved("features")
+            scale = saved("feature_scale") if "feature_scale" in state else None
             vmap._allocate_features(int(feats.shape[1]))
             if feats.dtype == vmap._features.dtype:  # same storage: bit-exact
                 vmap._features[:n] = feats.to(dev)

@@ -4,7 +4,7 @@ import torch
 
 from pgov3d_core.data.frame import Frame, FrameError
 from pgov3d_core.geometry import pack_keys, voxel_coords
-from pgov3d_core.map import VoxelMap
+from pgov3d_core.map import FIELDS, VoxelField, VoxelMap
 
 K = np.array([[40.0, 0.0, 23.5], [0.0, 40.0, 17.5], [0.0, 0.0, 1.0]])
 
@@ -82,6 +82,50 @@ def test_cap_evicts_least_recently_seen_and_memory_stays_flat():
     assert int(vmap.last_seen().min()) > 9000
     assert bool((vmap._sorted_keys[1:] > vmap._sorted_keys[:-1]).all())
     assert torch.equal(vmap.keys()[vmap._sorted_slots], vmap._sorted_keys)
+
+
+class TaggedMap(VoxelMap):
+    """A map with one more per-voxel field: this line is the whole change."""
+    fields = FIELDS + (VoxelField("tag", torch.int16, 2),)
+
+
+def test_a_field_added_to_the_table_grows_compacts_saves_and_loads(tmp_path):
+    vmap = TaggedMap(voxel_size=0.05, max_voxels=1500, evict_fraction=0.2)
+    home = plane_frame(h=12, w=16)
+    vmap.integrate(home)
+    assert vmap._tag.dtype == torch.int16 and vmap._tag.shape == (vmap.capacity, 2)
+    assert vmap.bytes_per_voxel() == VoxelMap().bytes_per_voxel() + 2 * 2
+    home_keys = vmap.keys().clone()
+
+    def tag_of(keys):
+        return torch.stack([keys % 30000, keys % 7 + 1], 1).to(torch.int16)
+
+    vmap._tag[: len(vmap)] = tag_of(home_keys)
+    capacity, evicted = vmap.capacity, 0
+    frame = plane_frame(h=12, w=16)
+    for i in range(1, 30):  # new ground every frame (new slots, growth, eviction); home stays fresh
+        frame.pose[0, 3] = 0.5 * i
+        evicted += vmap.integrate(frame).voxels_evicted
+        vmap.integrate(home)
+    assert evicted > 0 and vmap.capacity > capacity
+    at_home = torch.isin(vmap.keys(), home_keys)
+    assert int(at_home.sum()) == len(home_keys)  # home was never evicted, its tags moved with it
+    assert torch.equal(vmap._tag[: len(vmap)][at_home], tag_of(vmap.keys()[at_home]))
+    assert not bool(vmap._tag[: len(vmap)][~at_home].any())  # new voxels start at zero
+
+    path = vmap.save(tmp_path / "tagged.npz")
+    assert np.array_equal(vmap.state_dict()["tag"], vmap._tag[: len(vmap)].numpy())
+    loaded = TaggedMap.load(path)
+    a, b = vmap.state_dict(), loaded.state_dict()
+    assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
+    plain = VoxelMap.load(path)  # a map without the field ignores it
+    assert "tag" not in plain.state_dict() and torch.equal(plain.keys(), vmap.keys())
+    # A file written before the field existed loads with the field at zero.
+    old = VoxelMap(voxel_size=0.05)
+    old.integrate(home)
+    upgraded = TaggedMap.load(old.save(tmp_path / "old.npz"))
+    assert torch.equal(upgraded.keys(), old.keys()) and torch.equal(upgraded.counts(), old.counts())
+    assert upgraded._tag.shape[0] >= len(old) and not bool(upgraded._tag.any())
 
 
 def test_features_query_and_min_score():
