@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 
+from pgov3d_core.inference import predict_classes
 from pgov3d_core.scene_evaluation import (
     BASE_NOVEL_SPLITS,
     SegmentationMetrics,
@@ -14,7 +15,6 @@ from pgov3d_core.scene_evaluation import (
     split_classes,
     write_report,
 )
-from pgov3d_core.inference import predict_classes
 
 
 def test_metrics_match_a_hand_computed_confusion_matrix():
