@@ -12,7 +12,7 @@ COLCON_ARGS := --build-base build --install-base $(VENV) --merge-install --event
 INTERFACE_SRCS := $(shell find pgov3d_interfaces -type f) cmake/ros_wheels_fixups.cmake
 ROS_PKG_SRCS := package.xml setup.py setup.cfg resource/pgov3d_ros $(wildcard launch/* config/*.* config/cameras/* rviz/*)
 
-.PHONY: setup test lint demo bench clean
+.PHONY: setup test lint demo bench clean minkowski
 
 setup: $(VENV)/.stamp-ros-pkg
 
@@ -45,6 +45,21 @@ $(VENV)/.stamp-ros-pkg: $(VENV)/.stamp-interfaces $(ROS_PKG_SRCS)
 	@# as a .pth file so the venv needs no environment variables.
 	echo "$(abspath build/pgov3d_ros)" > "$$($(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/pgov3d_ros-develop.pth"
 	test -x $(VENV)/lib/pgov3d_ros/mapping_node
+	touch $@
+
+# Optional MinkowskiEngine backend (not part of setup or CI): the pinned PyPI sdist + this repository's
+# patches, built CPU-only (ME_CUDA=1: with CUDA kernels; needs a CUDA toolkit) against the venv's torch.
+# 6-12 minutes and 3 GB on 2 cores (MAX_JOBS=2 unless set); rebuilt only when the patches, the
+# build script or the venv's requirements change. Prints a one-line check every time.
+ME_KIND := $(if $(filter 1,$(ME_CUDA)),cuda,cpu)
+ME_SRCS := third_party/minkowski/build.sh $(wildcard third_party/minkowski/patches/*.patch)
+
+minkowski: $(VENV)/.stamp-ros-pkg $(VENV)/.stamp-minkowski-$(ME_KIND)
+	$(PY) third_party/minkowski/check.py
+
+$(VENV)/.stamp-minkowski-$(ME_KIND): $(VENV)/.stamp-requirements $(ME_SRCS)
+	rm -f $(VENV)/.stamp-minkowski-*
+	ME_CUDA=$(ME_CUDA) third_party/minkowski/build.sh $(PY) build/minkowski
 	touch $@
 
 lint: setup

@@ -1,12 +1,17 @@
 """Benchmark: one 3D-network training step (forward, Eq. 2 alignment loss, backward, AdamW) vs
-voxel count, for the default preset (MinkUNet18A-size) unless --preset says otherwise.
+voxel count, for the default preset (MinkUNet18A-size) unless --preset says otherwise, on each
+sparse-convolution backend side by side: spconv, and MinkowskiEngine when it is installed
+(`make minkowski`). The same initial weights (mapped to ME's layout), inputs and optimiser run on
+both, and the table gives ME's step time as a ratio to spconv's at the same device and voxel count.
 
 Inputs are crops of a synthetic room surface voxelised at 2 cm (real scan sparsity, not random
 voxels): the N voxels nearest to the room centre, one cloud per step, 512-d head (ViT-B/32).
-Peak memory: CUDA `max_memory_allocated`; CPU the process's peak RSS (monotonic, so sizes run in
-increasing order and each row shows the peak up to and including that size).
+Peak memory: CUDA `max_memory_allocated`; CPU the process's peak RSS during that row (the peak is
+reset through /proc/self/clear_refs before each row; where that is unavailable it is the process's
+peak so far, which only grows).
 
     python bench/bench_train_step.py [--quick] [--preset minkunet18a] [--device cpu|cuda|all] [--threads N]
+                                     [--backends spconv minkowski]
 
 CPU timings need an otherwise idle machine: with several threads every tiny per-kernel-offset op
 waits for all threads, so one busy core elsewhere slows steps down many times (see
@@ -18,19 +23,22 @@ from __future__ import annotations
 import argparse
 import resource
 import statistics
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from pgov3d_core.data.synthetic import SyntheticRoom  # noqa: E402
-from pgov3d_core.losses import alignment_loss  # noqa: E402
-from pgov3d_core.models import DEFAULT_PRESET, build_model, collate_clouds, count_parameters  # noqa: E402
-from pgov3d_core.models.batch import SparseBatch, voxelize_cloud  # noqa: E402
+from pgov3d_core.data.synthetic import SyntheticRoom
+from pgov3d_core.losses import alignment_loss
+from pgov3d_core.models import DEFAULT_PRESET, build_model, collate_clouds, count_parameters
+from pgov3d_core.models.backends import (
+    BackendUnavailableError,
+    import_minkowski,
+    spconv_state_to_minkowski,
+)
+from pgov3d_core.models.batch import SparseBatch, voxelize_cloud
+from pgov3d_core.query_kernels import cpu_summary
 
 VOXEL = 0.02
 
@@ -63,15 +71,33 @@ def make_batch(n: int) -> tuple[SparseBatch, torch.Tensor]:
     return batch, lab.clamp(min=0)
 
 
+def reset_peak(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+        return
+    try:  # "5" resets the process's peak RSS (VmHWM) to its current RSS (Linux >= 4.0)
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        pass
+
+
 def peak_mib(device: torch.device) -> float:
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    try:
+        status = Path("/proc/self/status").read_text()
+        return next(int(ln.split()[1]) for ln in status.splitlines() if ln.startswith("VmHWM")) / 1024
+    except (OSError, StopIteration):
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
-def bench(device: torch.device, preset: str, sizes: list[int], repeats: int, classes: int = 20) -> list[tuple]:
+def bench(device: torch.device, backend: str, preset: str, sizes: list[int], repeats: int,
+          classes: int = 20) -> list[tuple]:
     torch.manual_seed(0)
-    model = build_model({"preset": preset, "out_channels": 512}).to(device).train()
+    state = build_model({"preset": preset, "out_channels": 512}).state_dict()
+    model = build_model({"preset": preset, "out_channels": 512, "backend": backend})
+    model.load_state_dict(spconv_state_to_minkowski(state) if backend == "minkowski" else state)
+    model = model.to(device).train()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
     text = torch.nn.functional.normalize(torch.randn(classes, 512, device=device), dim=1)
     amp = device.type == "cuda"
@@ -80,8 +106,7 @@ def bench(device: torch.device, preset: str, sizes: list[int], repeats: int, cla
     for n in sizes:
         batch, labels = make_batch(n)
         batch, labels = batch.to(device), (labels % classes).to(device)
-        if device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(device)
+        reset_peak(device)
 
         def step(batch=batch, labels=labels):
             with torch.autocast(device.type, dtype=torch.float16, enabled=amp):
@@ -99,8 +124,10 @@ def bench(device: torch.device, preset: str, sizes: list[int], repeats: int, cla
             t = time.perf_counter()
             step()
             times.append(time.perf_counter() - t)
-        rows.append((device.type, n, batch.num_voxels, statistics.median(times), min(times), peak_mib(device)))
-        print(f"  {device.type:4s} {n:>8,d} voxels: {statistics.median(times) * 1e3:9.1f} ms/step", flush=True)
+        rows.append((device.type, backend, n, batch.num_voxels, statistics.median(times), min(times),
+                     peak_mib(device)))
+        print(f"  {device.type:4s} {backend:9s} {n:>8,d} voxels: {statistics.median(times) * 1e3:9.1f} ms/step",
+              flush=True)
     return rows
 
 
@@ -112,6 +139,8 @@ def main() -> None:
     p.add_argument("--sizes", type=int, nargs="+", default=None, help="voxel counts (default 20000 50000 200000)")
     p.add_argument("--repeats", type=int, default=None)
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--backends", nargs="+", default=["spconv", "minkowski"], choices=["spconv", "minkowski"],
+                   help="sparse-convolution backends (minkowski is skipped, with the reason, when not installed)")
     args = p.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -120,19 +149,36 @@ def main() -> None:
     devices = [torch.device("cpu")] + ([torch.device("cuda")] if torch.cuda.is_available() else [])
     if args.device != "all":
         devices = [torch.device(args.device)]
+    print(cpu_summary())
+    backends = list(dict.fromkeys(args.backends))
+    if "minkowski" in backends:
+        try:
+            ME = import_minkowski()
+            print(f"MinkowskiEngine {ME.__version__} ({'CUDA' if ME.is_cuda_available() else 'CPU-only'} build)")
+        except BackendUnavailableError as exc:
+            print(f"minkowski skipped: {exc}")
+            backends.remove("minkowski")
     params = count_parameters(build_model({"preset": args.preset, "out_channels": 512}))
     print(f"train step, preset {args.preset} ({params / 1e6:.1f} M parameters), 512-d head, {VOXEL * 100:.0f} cm "
-          f"voxels, torch {torch.__version__}, {torch.get_num_threads()} CPU threads")
+          f"voxels, torch {torch.__version__}, {torch.get_num_threads()} CPU threads, backends {', '.join(backends)}")
     rows = []
     for dev in devices:
-        rows += bench(dev, args.preset, sorted(sizes), repeats)
+        if dev.type == "cuda" and "minkowski" in backends and not ME.is_cuda_available():
+            print("minkowski skipped on cuda: this MinkowskiEngine is a CPU-only build (make minkowski ME_CUDA=1)")
+        for backend in backends:
+            if not (dev.type == "cuda" and backend == "minkowski" and not ME.is_cuda_available()):
+                rows += bench(dev, backend, args.preset, sorted(sizes), repeats)
+    spconv_time = {(r[0], r[2]): r[4] for r in rows if r[1] == "spconv"}
     print()
-    print("| device | voxels | median ms/step | min ms/step | voxels/s | peak memory MiB |")
-    print("| --- | ---: | ---: | ---: | ---: | ---: |")
-    for dev, _, m, med, best, mem in rows:
-        print(f"| {dev} | {m:,d} | {med * 1e3:.1f} | {best * 1e3:.1f} | {m / med:,.0f} | {mem:,.0f} |")
+    print("| device | backend | voxels | median ms/step | min ms/step | voxels/s | vs spconv | peak memory MiB |")
+    print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for dev, backend, n, m, med, best, mem in sorted(rows, key=lambda r: (r[0], r[2], r[1] != "spconv")):
+        ratio = f"{med / spconv_time[(dev, n)]:.2f}x" if (dev, n) in spconv_time else "-"
+        print(f"| {dev} | {backend} | {m:,d} | {med * 1e3:.1f} | {best * 1e3:.1f} | {m / med:,.0f} | {ratio} | "
+              f"{mem:,.0f} |")
     if any(d.type == "cpu" for d in devices):
-        print("\nCPU peak memory is the process's peak RSS so far (includes the model, data and Python).")
+        print("\nCPU peak memory is the process's peak RSS during the row (includes the model, data and Python).")
+        print("vs spconv: median step time over spconv's at the same device and voxel count (below 1 = faster).")
 
 
 if __name__ == "__main__":

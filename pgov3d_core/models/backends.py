@@ -8,13 +8,32 @@ skip connections, and returns output features in the row order of the input voxe
 * `spconv` (default): spconv 2.3.x. Inverse convolutions reuse the down-convolution's index
   pairs (`indice_key`), so decoder outputs land exactly on the encoder's voxels; submanifold
   convolutions of one level share their kernel maps. On CPU only the Native algorithm exists.
-* `minkowski`: MinkowskiEngine (imported lazily, so spconv-only installs never need it). Its
-  coordinate manager plays the role of spconv's indice keys.
+* `minkowski`: MinkowskiEngine 0.5.4 (optional: `make minkowski` builds it; imported lazily, so
+  spconv-only installs never need it). Its coordinate manager plays the role of spconv's indice
+  keys: a stride-1 convolution keeps its input's coordinate map, a stride-2 one makes (or reuses)
+  the map of stride 2^level, and the transposed convolution lands back on the existing map of the
+  finer level, so decoder outputs sit on the encoder's voxels exactly as with spconv.
+
+Weight layouts (the same network, different tensors; BatchNorm and Linear weights are identical):
+
+* spconv: every convolution's parameter is `<module>.weight`, shape (cout, kx, ky, kz, cin);
+  [i, j, k] is the offset (i, j, k) - kernel//2 along the coords' x, y, z columns (submanifold k×k×k),
+  or (i, j, k) itself for the 2×2×2 stride-2 down and its inverse (fine voxel 2·o + offset).
+* minkowski: `<module>.kernel`, shape (kernel³, cin, cout); row r is the offset with x varying
+  fastest, r = ix + kernel·iy + kernel²·iz (same i, j, k as above). `spconv_state_to_minkowski`
+  applies exactly this mapping (test/test_minkowski.py checks both networks then agree, and the
+  train-step benchmark starts both backends from the same weights with it).
+
+A state dict of one layout is refused by a model of the other (`check_state_dict_backend`); the
+checkpoint's `model_config.backend` names the layout it holds.
 """
 
 from __future__ import annotations
 
 import math
+import os
+import sys
+import warnings
 from abc import ABC, abstractmethod
 
 import torch
@@ -140,14 +159,37 @@ class SpconvBackend(SparseBackend):
 
 
 def import_minkowski():
+    """MinkowskiEngine, imported with its sys.path side effect undone. Its __init__ appends its own
+    package folder to sys.path (its modules import each other as top-level names), which exposes
+    generic top-level names (`utils`, `modules`, `diagnostics`) that could shadow other packages.
+    Once imported, its modules are in sys.modules under those top-level names, so the folder can
+    leave sys.path again; the two non-`Minkowski*` names it registered leave sys.modules too (ME
+    keeps its own references; its lazy imports only ask for `Minkowski*` modules)."""
+    path_before = set(sys.path)
     try:
-        import MinkowskiEngine as ME
+        with warnings.catch_warnings():
+            # A CPU-only build (`make minkowski`'s default) is deliberate; ME warns on every import.
+            warnings.filterwarnings("ignore", message="The MinkowskiEngine was compiled with CPU_ONLY")
+            import MinkowskiEngine as ME
     except ImportError as exc:
+        _forget_paths(p for p in sys.path if p not in path_before and os.path.basename(p) == "MinkowskiEngine")
         raise BackendUnavailableError(
             f"model.backend 'minkowski' selected but MinkowskiEngine is not importable ({exc}); "
-            "install MinkowskiEngine or use model.backend=spconv"
+            "`make minkowski` builds it (or use model.backend=spconv)"
         ) from None
+    package_dir = os.path.dirname(os.path.abspath(ME.__file__))
+    _forget_paths([package_dir])
+    for name, module in list(sys.modules.items()):
+        origin = getattr(module, "__file__", None)
+        if "." not in name and not name.startswith("Minkowski") and origin \
+                and os.path.dirname(os.path.abspath(origin)) == package_dir:
+            del sys.modules[name]
     return ME
+
+
+def _forget_paths(paths) -> None:
+    drop = {os.path.abspath(p) for p in paths}
+    sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") not in drop]
 
 
 def pack_minkowski_input(batch: SparseBatch) -> tuple[torch.Tensor, torch.Tensor]:
@@ -179,10 +221,19 @@ class MinkowskiBackend(SparseBackend):
         self.ME = import_minkowski()
 
     def make_input(self, batch, multiple):
+        if batch.num_voxels == 0:
+            # ME 0.5.4 segfaults when convolving an empty SparseTensor; stop before it is built.
+            raise ValueError("empty SparseBatch: no voxels to run the minkowski backend on")
         coords, feats = pack_minkowski_input(batch)
-        return self.ME.SparseTensor(features=feats, coordinates=coords)
+        # Every CoordinateManager calls omp_set_num_threads(num_threads) in the OpenMP runtime it
+        # shares with torch. ME's default (all cores, up to 20) ignores torch.set_num_threads
+        # (train.threads): tiny U-Net step on 3.8k voxels, 1 torch thread, 2 busy cores: 882 ms → 55 ms.
+        map_type = self.ME.CoordinateMapType.CUDA if coords.is_cuda else self.ME.CoordinateMapType.CPU
+        manager = self.ME.CoordinateManager(D=3, coordinate_map_type=map_type, num_threads=torch.get_num_threads())
+        return self.ME.SparseTensor(features=feats, coordinates=coords, coordinate_manager=manager)
 
     def subm(self, cin, cout, kernel, level):
+        # Stride 1 keeps the input's coordinate map: ME's equivalent of a submanifold convolution.
         return self.ME.MinkowskiConvolution(cin, cout, kernel_size=kernel, stride=1, bias=False, dimension=3)
 
     def down(self, cin, cout, level):
@@ -203,6 +254,46 @@ class MinkowskiBackend(SparseBackend):
 
     def output(self, x, x_in):
         return restore_input_order(x.F, getattr(x_in, "inverse_mapping", None))
+
+
+class BackendMismatchError(RuntimeError):
+    """A state dict holds the other backend's convolution weights (the message names both)."""
+
+
+def spconv_state_to_minkowski(state: dict) -> dict:
+    """A spconv U-Net state dict in the minkowski layout: each convolution `weight` (cout, kx, ky,
+    kz, cin) becomes `kernel` (k³, cin, cout) with x varying fastest; everything else is shared."""
+    out = {}
+    for key, value in state.items():
+        if key.endswith(".weight") and value.ndim == 5:
+            cout, cin = value.shape[0], value.shape[-1]
+            out[key.removesuffix("weight") + "kernel"] = value.permute(3, 2, 1, 4, 0).reshape(-1, cin, cout)
+        else:
+            out[key] = value
+    return out
+
+
+def state_dict_backend(state: dict) -> str | None:
+    """Which backend's convolution layout `state` holds: 'minkowski' (`*.kernel` tensors),
+    'spconv' (5-D `*.weight` tensors), or None when it has no convolution weights."""
+    if any(k.endswith(".kernel") for k in state):
+        return "minkowski"
+    if any(k.endswith(".weight") and getattr(v, "ndim", 0) == 5 for k, v in state.items()):
+        return "spconv"
+    return None
+
+
+def check_state_dict_backend(state: dict, backend: str, prefix: str = "") -> None:
+    """Raise BackendMismatchError when `state` (keys under `prefix`) holds convolution weights of a
+    backend other than `backend`: the layouts differ, so loading would fail on key names anyway,
+    and a clear message beats a list of missing keys."""
+    found = state_dict_backend({k: v for k, v in state.items() if k.startswith(prefix)})
+    if found is not None and found != backend:
+        raise BackendMismatchError(
+            f"these weights were trained with model.backend={found!r}, but this model uses {backend!r}: "
+            f"rebuild the model with model.backend={found} (the checkpoint's model_config says so) — the "
+            "two backends store convolution weights in different layouts (pgov3d_core/models/backends.py)"
+        )
 
 
 def make_backend(name: str, algo: str = "auto") -> SparseBackend:

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pgov3d_core.models.backends import SparseBackend
+from pgov3d_core.models.backends import SparseBackend, check_state_dict_backend
 from pgov3d_core.models.batch import SparseBatch
 
 
@@ -66,6 +66,10 @@ class ConvBNReLU(nn.Module):
         b = self._backend[0]
         y = self.conv(x)
         return b.replace(y, F.relu(self.bn(b.features(y))))
+
+
+def _refuse_other_backend(module, state_dict, prefix, *_):
+    check_state_dict_backend(state_dict, module.backend.name, prefix)
 
 
 class SparseUNet(nn.Module):
@@ -125,6 +129,8 @@ class SparseUNet(nn.Module):
         self.head = nn.Linear(cin, out_channels)
         self.in_channels = in_channels
         self.out_channels = out_channels
+        # Weights of the other backend's layout are refused with a message naming both backends.
+        self.register_load_state_dict_pre_hook(_refuse_other_backend)
 
     @property
     def backend(self) -> SparseBackend:
