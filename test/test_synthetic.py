@@ -333,7 +333,7 @@ def test_generate_dataset_is_resumable(tmp_path, monkeypatch):
     def interrupted(*args, **kw):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(syn, "generate_scene", interrupted)
+    monkeypatch.setattr(syn.output, "generate_scene", interrupted)  # where generate_dataset finds it
     with pytest.raises(KeyboardInterrupt):
         generate_dataset(tmp_path, [9], **kwargs)
     assert not (tmp_path / "scene_0009").exists() and not list(tmp_path.glob(".*partial"))
