@@ -4,7 +4,15 @@ import numpy as np
 import pytest
 
 from pgov3d_core.data.frame import Frame
-from pgov3d_core.data.scene import PointCloud, Scene, SceneError, read_ply_cloud, write_ply_cloud, write_scene
+from pgov3d_core.data.scene import (
+    PointCloud,
+    Scene,
+    SceneError,
+    read_ply_cloud,
+    read_ply_vertices,
+    write_ply_cloud,
+    write_scene,
+)
 
 K = np.array([[20.0, 0.0, 7.5], [0.0, 20.0, 5.5], [0.0, 0.0, 1.0]])
 
@@ -40,8 +48,42 @@ def test_round_trip(tmp_path, rng):
 
 def test_extra_ply_fields_are_kept(tmp_path, rng):
     cloud = PointCloud(np.zeros((3, 3), np.float32), np.zeros((3, 3), np.uint8), np.array([0, 1, -1], np.int32))
-    write_ply_cloud(tmp_path / "c.ply", cloud, extra={"score": np.array([0.5, 0.25, 1.0], np.float32)})
+    score, instance = np.array([0.5, 0.25, 1.0], np.float32), np.array([3, 0, 65535], np.uint16)
+    write_ply_cloud(tmp_path / "c.ply", cloud, extra={"score": score, "instance": instance})
+    v = read_ply_vertices(tmp_path / "c.ply")
+    assert list(v) == ["x", "y", "z", "red", "green", "blue", "label", "score", "instance"]
+    assert v["score"].dtype == np.float32 and np.array_equal(v["score"], score)
+    assert v["instance"].dtype == np.uint16 and np.array_equal(v["instance"], instance)
     assert np.array_equal(read_ply_cloud(tmp_path / "c.ply").labels, [0, 1, -1])
+
+
+def test_ply_header_and_bytes_of_a_written_cloud(tmp_path):
+    cloud = PointCloud(np.array([[1.0, -2.0, 0.5]], np.float32), np.array([[1, 2, 3]], np.uint8),
+                       np.array([-1], np.int32))
+    write_ply_cloud(tmp_path / "c.ply", cloud, extra={"instance": np.array([7], np.int32)})
+    header = (b"ply\nformat binary_little_endian 1.0\nelement vertex 1\nproperty float x\nproperty float y\n"
+              b"property float z\nproperty uchar red\nproperty uchar green\nproperty uchar blue\n"
+              b"property int label\nproperty int instance\nend_header\n")
+    body = bytes.fromhex("0000803f" "000000c0" "0000003f" "010203" "ffffffff" "07000000")
+    assert (tmp_path / "c.ply").read_bytes() == header + body
+
+
+def test_ply_reader_reads_ascii_and_big_endian_and_skips_other_elements(tmp_path):
+    head = ("element vertex 2\nproperty short a\nproperty double b\n"
+            "element face 1\nproperty list uchar int vertex_indices\n")
+    (tmp_path / "a.ply").write_text(f"ply\nformat ascii 1.0\ncomment c\n{head}end_header\n-3 0.25\n7 1e3\n4 0 1 0 1\n")
+    big = bytes.fromhex("fffd" "3fd0000000000000" "0007" "408f400000000000" "04" "00000000000000010000000000000001")
+    (tmp_path / "b.ply").write_bytes(f"ply\nformat binary_big_endian 1.0\n{head}end_header\n".encode() + big)
+    for name in ("a.ply", "b.ply"):  # a quad face: not the memory-mapped triangle case
+        v = read_ply_vertices(tmp_path / name)
+        assert v["a"].dtype == np.int16 and v["a"].tolist() == [-3, 7]
+        assert v["b"].dtype == np.float64 and v["b"].tolist() == [0.25, 1000.0]
+    (tmp_path / "t.ply").write_bytes((tmp_path / "b.ply").read_bytes()[:-20])  # cut inside the vertices
+    with pytest.raises(SceneError, match="t.ply: malformed or truncated PLY"):
+        read_ply_vertices(tmp_path / "t.ply")
+    (tmp_path / "n.ply").write_text("not a ply\n")
+    with pytest.raises(SceneError, match="n.ply: malformed or truncated PLY"):
+        read_ply_vertices(tmp_path / "n.ply")
 
 
 def test_missing_and_extra_ids_are_named(tmp_path, rng):

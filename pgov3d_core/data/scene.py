@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 from PIL import Image, UnidentifiedImageError
+from plyfile import PlyData, PlyElement, PlyElementParseError, PlyListProperty, PlyParseError
 
 from pgov3d_core.config import ConfigError, read_yaml
 from pgov3d_core.data.frame import Frame, FrameError
@@ -345,67 +346,43 @@ def write_scene(
     return root
 
 
-# ------------------------------------------------------------------ PLY (binary little endian)
-# Hand-written because the only field-standard readers here (open3d, plyfile) are not
-# dependencies: ~40 lines for the binary/ascii vertex element is all the formats need.
+# ------------------------------------------------------------------ PLY (plyfile)
 
-_PLY_TYPES = {
-    "char": "i1", "int8": "i1", "uchar": "u1", "uint8": "u1", "short": "i2", "int16": "i2",
-    "ushort": "u2", "uint16": "u2", "int": "i4", "int32": "i4", "uint": "u4", "uint32": "u4",
-    "float": "f4", "float32": "f4", "double": "f8", "float64": "f8",
-}
+# Triangle meshes (ScanNet's: faces after the vertices) memory-map their faces instead of plyfile
+# reading them one by one; other face lists fall back to that.
+_TRIANGLE_LISTS = {"face": {"vertex_indices": 3, "vertex_index": 3}}
+
+
+def _read_ply(path: Path) -> PlyData:
+    with open(path, "rb") as f:
+        try:
+            return PlyData.read(f, mmap="c", known_list_len=_TRIANGLE_LISTS)
+        except PlyElementParseError as exc:
+            if exc.message != "unexpected list length":
+                raise
+        f.seek(0)
+        return PlyData.read(f, mmap=False)
 
 
 def read_ply_vertices(path: Path) -> dict[str, np.ndarray]:
-    """The vertex element of a PLY file (ascii or binary) as {property: array}."""
+    """The vertex element of a PLY file (ascii or binary, other elements ignored) as
+    {property: array} in native byte order."""
     try:
-        with open(path, "rb") as f:
-            if f.readline().strip() != b"ply":
-                raise SceneError(f"{path}: not a PLY file")
-            fmt, n_vertex, props, element, skip_before = None, None, [], None, []
-            while True:
-                line = f.readline()
-                if not line:
-                    raise SceneError(f"{path}: truncated PLY header")
-                tok = line.decode("ascii", "replace").split()
-                if not tok:
-                    continue
-                if tok[0] == "format":
-                    fmt = tok[1]
-                elif tok[0] == "element":
-                    element = tok[1]
-                    if element == "vertex":
-                        n_vertex = int(tok[2])
-                    elif n_vertex is None:
-                        skip_before.append(element)
-                elif tok[0] == "property" and element == "vertex":
-                    if tok[1] == "list":
-                        raise SceneError(f"{path}: list properties on vertices are not supported")
-                    props.append((tok[2], _PLY_TYPES[tok[1]]))
-                elif tok[0] == "end_header":
-                    break
-            if n_vertex is None or not props:
-                raise SceneError(f"{path}: PLY has no vertex element")
-            if skip_before:
-                raise SceneError(f"{path}: elements before 'vertex' are not supported")
-            if fmt == "ascii":
-                data = np.loadtxt(f, max_rows=n_vertex, ndmin=2)
-                if data.shape[0] != n_vertex:
-                    raise SceneError(f"{path}: truncated PLY (expected {n_vertex} vertices)")
-                return {name: data[:, i].astype(t) for i, (name, t) in enumerate(props)}
-            order = {"binary_little_endian": "<", "binary_big_endian": ">"}.get(fmt)
-            if order is None:
-                raise SceneError(f"{path}: unknown PLY format {fmt!r}")
-            dtype = np.dtype([(name, order + t) for name, t in props])
-            buf = f.read(dtype.itemsize * n_vertex)
-            if len(buf) != dtype.itemsize * n_vertex:
-                raise SceneError(f"{path}: truncated PLY (expected {n_vertex} vertices)")
-            rec = np.frombuffer(buf, dtype=dtype)
-            return {name: rec[name].astype(rec[name].dtype.newbyteorder("=")) for name, _ in props}
+        ply = _read_ply(path)
     except FileNotFoundError:
         raise SceneError(f"{path}: file not found") from None
-    except (KeyError, ValueError, IndexError) as exc:
-        raise SceneError(f"{path}: malformed PLY header ({exc})") from None
+    except (PlyParseError, ValueError) as exc:
+        raise SceneError(f"{path}: malformed or truncated PLY ({exc})") from None
+    if "vertex" not in ply or not ply["vertex"].properties:
+        raise SceneError(f"{path}: PLY has no vertex element")
+    vertex = ply["vertex"]
+    out = {}
+    for prop in vertex.properties:
+        if isinstance(prop, PlyListProperty):
+            raise SceneError(f"{path}: list properties on vertices are not supported")
+        values = vertex[prop.name]
+        out[prop.name] = np.array(values, dtype=values.dtype.newbyteorder("="))  # a copy, not the file's map
+    return out
 
 
 def read_ply_cloud(path: Path) -> PointCloud:
@@ -429,8 +406,6 @@ def write_ply_cloud(path: Path, cloud: PointCloud, extra: dict[str, np.ndarray] 
     fields = [("x", "<f4"), ("y", "<f4"), ("z", "<f4")]
     fields += [("red", "u1"), ("green", "u1"), ("blue", "u1"), ("label", "<i4")]
     extra = extra or {}
-    ply_names = ("char", "uchar", "short", "ushort", "int", "uint", "float", "double")
-    inv = {v: k for k, v in _PLY_TYPES.items() if k in ply_names}
     for name, arr in extra.items():
         fields.append((name, "<" + np.asarray(arr).dtype.str[1:]))
     rec = np.empty(n, dtype=fields)
@@ -439,8 +414,5 @@ def write_ply_cloud(path: Path, cloud: PointCloud, extra: dict[str, np.ndarray] 
     rec["label"] = cloud.labels
     for name, arr in extra.items():
         rec[name] = arr
-    header = ["ply", "format binary_little_endian 1.0", f"element vertex {n}"]
-    for name, t in fields:
-        header.append(f"property {inv[t.lstrip('<')]} {name}")
-    header.append("end_header")
-    atomic_write_bytes(path, ("\n".join(header) + "\n").encode() + rec.tobytes())
+    ply = PlyData([PlyElement.describe(rec, "vertex")], byte_order="<")
+    atomic_write(path, ply.write)
