@@ -27,6 +27,7 @@ import time
 from pathlib import Path
 
 from pgov3d_core.config import load_config
+from pgov3d_core.query_kernels import cpu_summary
 from pgov3d_core.training.curriculum import CurriculumOptions, run_curriculum
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -124,6 +125,7 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     preset = PRESETS["budget" if args.budget else "smoke" if args.smoke else "full"]
+    print(cpu_summary(), flush=True)
     t = time.monotonic()
     results = run_ablations(args.out.resolve(), preset, list(args.overrides), args.progress)
     print(format_tables(results))

@@ -31,6 +31,7 @@ from pgov3d_core.labelling.entities import merge_masks
 from pgov3d_core.labelling.labellers import ModelLabeller, OracleLabeller
 from pgov3d_core.labelling.pipeline import label_scenes
 from pgov3d_core.labelling.tiny import build_tiny_weights, tiny_labelling_config
+from pgov3d_core.query_kernels import cpu_summary
 from pgov3d_core.weights import WeightsError
 
 
@@ -59,6 +60,7 @@ def main() -> int:
     p.add_argument("--sam", help="SAM .pth (real-size run)")
     p.add_argument("--sam-model-type", default="vit_h")
     args = p.parse_args()
+    print(cpu_summary(), flush=True)
     n_frames = args.frames or (4 if args.quick else 8)
     width, height = (int(v) for v in args.size.lower().split("x"))
     real = any((args.llava, args.grounding_dino, args.sam))

@@ -37,7 +37,10 @@ if __name__ == "__main__":
         parts += ["## `make demo`: online node queries", "", online.read_text().strip(), ""]
     bench = subprocess.run([sys.executable, str(ROOT / "bench" / "run_all.py"), *(["--quick"] if args.quick else [])],
                            cwd=ROOT, capture_output=True, text=True)
-    lines = [ln for ln in bench.stdout.splitlines() if ln.startswith(("|", "## "))]
+    # Tables, their headings, and each benchmark's first line naming the CPU and its capability
+    # (so every table says which machine it came from).
+    lines = [ln if not ln.startswith("CPU:") else f"\n{ln}\n" for ln in bench.stdout.splitlines()
+             if ln.startswith(("|", "## ", "CPU:"))]
     parts += ["## Benchmarks (`make bench`" + (", --quick" if args.quick else "") + ")", "", *lines, ""]
     (ROOT / "RESULTS.md").write_text("\n".join(parts))
     print((ROOT / "RESULTS.md").read_text())
