@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from geometry_msgs.msg import Pose
 from scipy.spatial.transform import Rotation
-from sensor_msgs.msg import CameraInfo, Image
+from sensor_msgs.msg import CameraInfo, Image, PointCloud2, PointField
 from std_msgs.msg import Header
 
 from pgov3d_core.sync import ApproximateTimeSync
@@ -15,7 +15,9 @@ from pgov3d_ros.conversions import (
     cloud_to_arrays,
     depth_to_image,
     image_to_depth,
+    image_to_labels,
     image_to_rgb,
+    labels_to_image,
     matrix_to_pose,
     points_to_cloud,
     pose_to_matrix,
@@ -120,6 +122,57 @@ def test_pointcloud2_round_trip(rng):
     assert np.array_equal(out["rgb"], rgb) and np.array_equal(out["label"], label)
     assert np.array_equal(out["score"], score)
     assert points_to_cloud(np.zeros((0, 3)), np.zeros((0, 3), np.uint8), Header()).width == 0
+
+
+# ------------------------------------------------------------------ fixed bytes (no round trips)
+
+
+def test_encoders_write_the_expected_bytes():
+    stamp = Header().stamp
+    rgb = rgb_to_image(np.array([[[1, 2, 3], [4, 5, 6]], [[7, 8, 9], [250, 251, 252]]], np.uint8), stamp, "cam")
+    assert (rgb.height, rgb.width, rgb.encoding, rgb.is_bigendian, rgb.step) == (2, 2, "rgb8", 0, 6)
+    assert bytes(rgb.data) == bytes([1, 2, 3, 4, 5, 6, 7, 8, 9, 250, 251, 252]) and rgb.header.frame_id == "cam"
+    # Millimetres, little-endian uint16; NaN, inf, <= 0 and beyond 65.535 m are 0 (invalid).
+    depth = depth_to_image(np.array([[1.234, np.nan, 0.0, -1.0], [0.0016, 65.535, 65.6, np.inf]]), stamp, "cam")
+    assert (depth.encoding, depth.is_bigendian, depth.step) == ("16UC1", 0, 8)
+    assert bytes(depth.data) == bytes.fromhex("d204" "0000" "0000" "0000" "0200" "ffff" "0000" "0000")
+    labels = labels_to_image(np.array([[-1, 0], [2, 70000]]), stamp, "cam")  # id + 1, clipped to uint16
+    assert bytes(labels.data) == bytes.fromhex("0000" "0100" "0300" "ffff")
+    cloud = points_to_cloud(np.array([[1.0, -2.0, 0.5], [0.0, 0.25, -1.5]]), np.array([[1, 2, 3], [255, 0, 128]]),
+                            Header(frame_id="map"), label=np.array([-1, 7], np.int32))
+    assert [(f.name, f.offset, f.datatype, f.count) for f in cloud.fields] == [
+        ("x", 0, PointField.FLOAT32, 1), ("y", 4, PointField.FLOAT32, 1), ("z", 8, PointField.FLOAT32, 1),
+        ("rgb", 12, PointField.FLOAT32, 1), ("label", 16, PointField.INT32, 1)]
+    assert (cloud.height, cloud.width, cloud.point_step, cloud.row_step, cloud.is_bigendian) == (1, 2, 20, 40, False)
+    # rgb: the bits 0x00RRGGBB of a float32, little-endian.
+    assert bytes(cloud.data) == bytes.fromhex("0000803f" "000000c0" "0000003f" "03020100" "ffffffff"
+                                              "00000000" "0000803e" "0000c0bf" "8000ff00" "07000000")
+
+
+def test_decoders_read_hand_written_bytes():
+    bgr = Image(height=2, width=2, encoding="bgr8", is_bigendian=0, step=8,  # two padding bytes per row
+                data=bytes([3, 2, 1, 6, 5, 4, 0xAA, 0xBB, 9, 8, 7, 0, 0, 255, 0xCC, 0xDD]))
+    assert image_to_rgb(bgr).tolist() == [[[1, 2, 3], [4, 5, 6]], [[7, 8, 9], [255, 0, 0]]]
+    big = Image(height=2, width=1, encoding="16UC1", is_bigendian=1, step=2, data=bytes.fromhex("03e8" "1388"))
+    assert image_to_depth(big, 1000.0).tolist() == [[1.0], [5.0]]  # 1000 and 5000 mm
+    f32 = Image(height=1, width=2, encoding="32FC1", is_bigendian=0, step=8, data=bytes.fromhex("0000a03f" "0000c07f"))
+    out = image_to_depth(f32)
+    assert out.dtype == np.float32 and out[0, 0] == 1.25 and np.isnan(out[0, 1])
+    lab = Image(height=1, width=3, encoding="16UC1", is_bigendian=0, step=6, data=bytes.fromhex("0000" "0500" "0100"))
+    assert image_to_labels(lab).tolist() == [[-1, 4, 0]]
+    # A driver's cloud: big-endian, a uint16 field and padding to a 12-byte point.
+    fields = [PointField(name="x", offset=0, datatype=PointField.FLOAT32, count=1),
+              PointField(name="ring", offset=4, datatype=PointField.UINT16, count=1),
+              PointField(name="t", offset=8, datatype=PointField.INT32, count=1)]
+    msg = PointCloud2(height=1, width=2, fields=fields, is_bigendian=True, point_step=12, row_step=24,
+                      data=bytes.fromhex("3fc00000" "0102" "eeee" "fffffffe" "c1200000" "ffff" "eeee" "00000003"))
+    out = cloud_to_arrays(msg)
+    assert out["x"].tolist() == [1.5, -10.0] and out["ring"].tolist() == [258, 65535]
+    assert out["t"].tolist() == [-2, 3]
+    rgb = PointCloud2(height=1, width=1, fields=[PointField(name="rgb", offset=0, datatype=PointField.FLOAT32,
+                                                            count=1)], point_step=4, row_step=4,
+                      data=bytes.fromhex("8000ff00"))
+    assert cloud_to_arrays(rgb)["rgb"].tolist() == [[255, 0, 128]]
 
 
 class Recorder:
