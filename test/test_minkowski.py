@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from sparse_clouds import one_torch_thread, surface_cloud  # noqa: F401 (autouse fixture)
 
 from pgov3d_core.config import load_config
 from pgov3d_core.data.synthetic import generate_dataset
@@ -42,32 +43,8 @@ def ME():
         pytest.skip(f"MinkowskiEngine is not installed (`make minkowski` builds it): {exc}")
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One torch thread (ME's kernels follow it, see MinkowskiBackend.make_input): tiny sparse ops
-    with several threads crawl when another process holds a core."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-def _surface_cloud(n: int, seed: int, extent: float = 1.5) -> tuple[torch.Tensor, torch.Tensor]:
-    """Points on three faces of a box corner (a sparse 2-D manifold like real scans) + colours."""
-    g = torch.Generator().manual_seed(seed)
-    uv = torch.rand((n, 2), generator=g) * extent
-    face = torch.randint(0, 3, (n,), generator=g)
-    pts = torch.zeros((n, 3))
-    for f in range(3):
-        sel = face == f
-        axes = [a for a in range(3) if a != f]
-        pts[sel, axes[0]] = uv[sel, 0]
-        pts[sel, axes[1]] = uv[sel, 1]
-    return pts + seed * 0.37, torch.rand((n, 3), generator=g)
-
-
 def _batch(sizes=(1500, 900), extent: float = 1.5) -> SparseBatch:
-    return collate_clouds([voxelize_cloud(*_surface_cloud(n, i, extent), 0.05) for i, n in enumerate(sizes)])
+    return collate_clouds([voxelize_cloud(*surface_cloud(n, i, extent), 0.05) for i, n in enumerate(sizes)])
 
 
 def _twin_models(preset: str, out: int = 16):
@@ -145,7 +122,7 @@ def test_output_rows_follow_the_input_rows(ME):
     with torch.no_grad():
         base = model.forward_voxels(batch)
         moved = model.forward_voxels(shuffled)
-        alone = model.forward_voxels(collate_clouds([voxelize_cloud(*_surface_cloud(900, 0), 0.05)]))
+        alone = model.forward_voxels(collate_clouds([voxelize_cloud(*surface_cloud(900, 0), 0.05)]))
     assert torch.allclose(moved, base[perm], atol=1e-6)
     first = batch.coords[:, 0] == 0
     assert torch.allclose(alone, base[first], atol=1e-5)
@@ -161,7 +138,7 @@ def test_empty_inputs_never_reach_minkowski(ME):
     with pytest.raises(ValueError, match="empty SparseBatch"):
         model(empty)
     nothing = voxelize_cloud(torch.zeros((0, 3)), torch.zeros((0, 3)), 0.05)
-    cloud = voxelize_cloud(*_surface_cloud(800, 1), 0.05)
+    cloud = voxelize_cloud(*surface_cloud(800, 1), 0.05)
     with torch.no_grad():
         mixed = model(collate_clouds([nothing, cloud]))
         alone = model(collate_clouds([cloud]))

@@ -6,6 +6,7 @@ import os
 import pytest
 import torch
 import torch.nn.functional as F
+from sparse_clouds import one_torch_thread, surface_cloud  # noqa: F401 (autouse fixture)
 
 from pgov3d_core.models import (
     PRESETS,
@@ -26,32 +27,8 @@ from pgov3d_core.models.backends import (
 )
 
 
-@pytest.fixture(autouse=True)
-def _threads():
-    """One thread unless a test asks for more: tiny sparse-conv ops with several threads crawl when
-    another process holds a core (see config/stage1.yaml, train.threads)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-def _surface_cloud(n: int, seed: int, extent: float = 1.5) -> tuple[torch.Tensor, torch.Tensor]:
-    """Points on three faces of a box corner (a sparse 2-D manifold like real scans) + colours."""
-    g = torch.Generator().manual_seed(seed)
-    uv = torch.rand((n, 2), generator=g) * extent
-    face = torch.randint(0, 3, (n,), generator=g)
-    pts = torch.zeros((n, 3))
-    for f in range(3):
-        sel = face == f
-        axes = [a for a in range(3) if a != f]
-        pts[sel, axes[0]] = uv[sel, 0]
-        pts[sel, axes[1]] = uv[sel, 1]
-    return pts + seed * 0.37, torch.rand((n, 3), generator=g)
-
-
 def _clouds(sizes=(1500, 900), voxel=0.05):
-    return [voxelize_cloud(*_surface_cloud(n, i), voxel) for i, n in enumerate(sizes)]
+    return [voxelize_cloud(*surface_cloud(n, i), voxel) for i, n in enumerate(sizes)]
 
 
 def _tiny(out=32, **kw):
@@ -102,7 +79,7 @@ def test_gradients_reach_every_parameter_on_cpu():
 def test_a_few_steps_fit_a_colour_rule():
     """End-to-end CPU learning sanity: colour → one of two directions."""
     model = _tiny(8)
-    pts, rgb = _surface_cloud(1200, 3)
+    pts, rgb = surface_cloud(1200, 3)
     cls = (rgb[:, 0] > 0.5).long()
     rgb = torch.stack([cls.float()] * 3, dim=1)
     batch = collate_clouds([voxelize_cloud(pts, rgb * 2 - 1, 0.02)])
@@ -132,7 +109,7 @@ def test_odd_extents_do_not_drop_voxels_when_downsampling():
 def test_presets_build_and_run(preset):
     torch.manual_seed(0)
     model = build_model({"preset": preset, "out_channels": 16, "in_channels": 6}).eval()
-    pts, rgb = _surface_cloud(600, 1, extent=1.0)
+    pts, rgb = surface_cloud(600, 1, extent=1.0)
     batch = collate_clouds([voxelize_cloud(pts, torch.cat([rgb, rgb], 1), 0.05)])
     with torch.no_grad():
         out = model(batch)
