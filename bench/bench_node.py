@@ -24,11 +24,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "test"))
-from pgov3d_core.data.scene import Scene  # noqa: E402
-from pgov3d_core.data.synthetic import generate_scene  # noqa: E402
-from pgov3d_core.map import VoxelMap  # noqa: E402
-from ros_helpers import SHARE, call_service, node_command, running_node  # noqa: E402
+from pgov3d_core.data.scene import Scene
+from pgov3d_core.data.synthetic import generate_scene
+from pgov3d_core.map import VoxelMap
+from pgov3d_ros.processes import SHARE, call_service, node_command, running_node
 
 
 def cpu_line() -> str:

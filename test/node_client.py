@@ -3,7 +3,7 @@
 import json
 import time
 
-from ros_helpers import call_service
+from pgov3d_ros.processes import call_service
 
 
 class Client:

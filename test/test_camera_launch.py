@@ -20,7 +20,7 @@ from pgov3d_ros.launch_args import (
     plan,
     ros_arguments,
 )
-from ros_helpers import LIB, SHARE, call_service, node_command, running_node
+from pgov3d_ros.processes import LIB, SHARE, call_service, node_command, running_node
 
 ROOT = Path(__file__).resolve().parents[1]
 CAMERAS = ROOT / "config" / "cameras"

@@ -13,7 +13,7 @@ import pytest
 
 from pgov3d_core.data.synthetic import generate_dataset
 from pgov3d_core.training import checkpoint as ckpt_io
-from ros_helpers import LIB
+from pgov3d_ros.processes import LIB
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -10,7 +10,7 @@ import pytest
 from node_client import Client
 
 from pgov3d_core.data.frame import Frame
-from ros_helpers import SHARE, call_service, node_command, running_node
+from pgov3d_ros.processes import SHARE, call_service, node_command, running_node
 
 pytestmark = pytest.mark.ros
 

@@ -1,6 +1,7 @@
 """The mapping node over real DDS: replayed frames build the same map as the core library,
 garbage input is skipped, and clear/save services work."""
 
+import json
 import time
 
 import numpy as np
@@ -9,7 +10,7 @@ import pytest
 from pgov3d_core.data.frame import Frame
 from pgov3d_core.data.scene import Scene, write_scene
 from pgov3d_core.map import VoxelMap
-from ros_helpers import SHARE, call_service, node_command, running_node
+from pgov3d_ros.processes import SHARE, call_service, node_command, running_node
 
 pytestmark = pytest.mark.ros
 
@@ -85,37 +86,57 @@ def test_replayed_scene_builds_the_core_map_and_survives_garbage(tmp_path):
                 np.sort(cloud["x"]), np.sort(expected.points()[:, 0].numpy()), atol=1e-5
             )
 
-            # Garbage: wrong encoding, size mismatch, NaN pose, zero focal length, stale stamps.
+            # Garbage: wrong encoding, size mismatch, NaN pose, zero focal length, CameraInfo for
+            # another resolution, no valid depth. Each is one complete frame (stamps within
+            # max_stamp_lead, after the replay's) and must be dropped under its own category.
             pub_c = node.create_publisher(Image, "color/image", qos_profile_sensor_data)
             pub_d = node.create_publisher(Image, "depth/image", qos_profile_sensor_data)
             pub_i = node.create_publisher(CameraInfo, "depth/camera_info", qos_profile_sensor_data)
             pub_p = node.create_publisher(PoseStamped, "pose", qos_profile_sensor_data)
             wait_for(lambda: pub_d.get_subscription_count() > 0, 10, node)
+            status_client = node.create_client(Trigger, "/pgov3d/status")
+
+            def status():
+                return json.loads(call_service(node, status_client, Trigger.Request()).message)
+
             frame = Scene(scene_dir)[0]
             t0 = node.get_clock().now()
 
-            def send(k, color=None, depth=None, K_=K, pose_nan=False, size=None):
-                stamp = (t0 + rclpy.duration.Duration(seconds=10 + k)).to_msg()
+            def send(k, color=None, depth=None, K_=K, pose_nan=False, size=None, encoding=None):
+                """One frame's four messages; returns the drop counters it added."""
+                before = status()
+                stamp = (t0 + rclpy.duration.Duration(seconds=0.5 + 0.5 * k)).to_msg()
                 c = rgb_to_image(frame.color if color is None else color, stamp, "cam")
+                c.encoding = encoding or c.encoding
                 d = depth_to_image(frame.depth if depth is None else depth, stamp, "cam")
                 info = K_to_camera_info(K_, *(size or (frame.width, frame.height)), stamp, "cam")
                 p = PoseStamped()
                 p.header.stamp = stamp
                 p.pose.orientation.w = 1.0
                 p.pose.position.x = float("nan") if pose_nan else 5.0
-                for pub, msg in ((pub_i, info), (pub_c, c), (pub_p, p), (pub_d, d)):
+                pub_i.publish(info)  # the latest CameraInfo is used: it must be there before the depth
+                assert wait_for(lambda: status()["received"]["info"] > before["received"]["info"], 10, node)
+                for pub, msg in ((pub_c, c), (pub_p, p), (pub_d, d)):
                     pub.publish(msg)
                     rclpy.spin_once(node, timeout_sec=0.01)
+                total = sum(before["dropped"].values())
+                assert wait_for(lambda: sum(status()["dropped"].values()) > total, 10, node), (
+                    f"frame {k} was not dropped: {status()}")
+                after = status()
+                assert after["frames_integrated"] == before["frames_integrated"]
+                return {cat: n - before["dropped"].get(cat, 0) for cat, n in after["dropped"].items()
+                        if n != before["dropped"].get(cat, 0)}
 
-            wrong_enc = rgb_to_image(frame.color, t0.to_msg(), "cam")
-            wrong_enc.encoding = "yuv422"
-            pub_c.publish(wrong_enc)
-            send(0, color=frame.color[:-2])  # colour/depth size mismatch
-            send(1, pose_nan=True)
-            send(2, K_=np.diag([0.0, 0.0, 1.0]))
-            send(3, size=(10, 10))  # CameraInfo for another resolution
-            send(4, depth=np.full_like(frame.depth, np.nan))  # no valid depth
-            time.sleep(1.0)
+            assert send(0, encoding="yuv422") == {"bad colour image": 1}
+            assert send(1, color=frame.color[:-2]) == {"bad frame": 1}  # colour/depth size mismatch
+            assert send(2, pose_nan=True) == {"bad pose": 1}
+            assert send(3, K_=np.diag([0.0, 0.0, 1.0])) == {"bad camera info": 1}
+            assert send(4, size=(10, 10)) == {"bad camera info": 1}  # CameraInfo for another resolution
+            assert send(5, depth=np.full_like(frame.depth, np.nan)) == {"bad frame": 1}  # no valid depth
+            final = status()
+            assert final["frames_integrated"] == len(Scene(scene_dir))
+            assert final["dropped"] == {"bad colour image": 1, "bad frame": 2, "bad pose": 1, "bad camera info": 2}
+            assert sum(final["pending"].values()) == 0
 
             from pgov3d_interfaces.srv import Query
 

@@ -11,7 +11,7 @@ from node_client import Client
 from pgov3d_core.data.frame import Frame
 from pgov3d_core.data.scene import Scene, write_scene
 from pgov3d_core.map import VoxelMap
-from ros_helpers import SHARE, node_command, running_node
+from pgov3d_ros.processes import SHARE, node_command, running_node
 
 pytestmark = pytest.mark.ros
 

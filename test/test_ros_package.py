@@ -7,7 +7,7 @@ import sys
 import pytest
 import yaml
 
-from ros_helpers import LIB, SHARE, call_service, node_command, running_node
+from pgov3d_ros.processes import LIB, SHARE, call_service, node_command, running_node
 
 ROOT = __import__("pathlib").Path(__file__).resolve().parents[1]
 
