@@ -92,6 +92,19 @@ def check_same_size(color: np.ndarray, depth: np.ndarray, color_path: Path, dept
         )
 
 
+def read_rgbd(
+    color_path: Path, depth_path: Path, depth_scale: float, invalid_values: tuple[int, ...] = ()
+) -> tuple[np.ndarray, np.ndarray]:
+    """A registered colour/depth image pair → (colour (H, W, 3) uint8, depth (H, W) float32 metres).
+
+    For datasets whose colour and depth share one K: SceneError when the two sizes differ.
+    `depth_scale` and `invalid_values` as in `read_depth_png`."""
+    color = read_rgb(color_path)
+    depth = read_depth_png(depth_path, depth_scale, invalid_values)
+    check_same_size(color, depth, color_path, depth_path)
+    return color, depth
+
+
 def write_scene_atomically(out_dir: str | os.PathLike, write: Callable[[Path], object]) -> Path:
     """Run `write(tmp_dir)` into a temporary sibling folder, then rename it to `out_dir`.
 

@@ -18,12 +18,10 @@ import numpy as np
 
 from pgov3d_core.data.frame import Frame
 from pgov3d_core.data.readers._common import (
-    check_same_size,
     checked_intrinsics,
     checked_pose,
     log,
-    read_depth_png,
-    read_rgb,
+    read_rgbd,
     require_dir,
     require_file,
     write_scene_atomically,
@@ -143,9 +141,7 @@ def list_redwood_frames(
 
 def read_redwood_frame(color_path: Path, depth_path: Path, pose: np.ndarray, K: np.ndarray, frame_id: str,
                        depth_scale: float = 1000.0) -> Frame:
-    color = read_rgb(color_path)
-    depth = read_depth_png(depth_path, depth_scale)
-    check_same_size(color, depth, color_path, depth_path)
+    color, depth = read_rgbd(color_path, depth_path, depth_scale)
     return Frame(color=color, depth=depth, K=K, pose=pose, frame_id=frame_id)
 
 

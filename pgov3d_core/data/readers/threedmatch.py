@@ -21,11 +21,9 @@ import numpy as np
 
 from pgov3d_core.data.frame import Frame
 from pgov3d_core.data.readers._common import (
-    check_same_size,
     checked_intrinsics,
-    read_depth_png,
     read_pose_file,
-    read_rgb,
+    read_rgbd,
     require_dir,
     require_file,
     write_scene_atomically,
@@ -77,9 +75,7 @@ def list_threedmatch_frames(
 
 
 def read_threedmatch_frame(color_path: Path, depth_path: Path, pose_path: Path, K: np.ndarray, frame_id: str) -> Frame:
-    color = read_rgb(color_path)
-    depth = read_depth_png(depth_path, THREEDMATCH_DEPTH_SCALE, INVALID_DEPTH)
-    check_same_size(color, depth, color_path, depth_path)
+    color, depth = read_rgbd(color_path, depth_path, THREEDMATCH_DEPTH_SCALE, INVALID_DEPTH)
     return Frame(color=color, depth=depth, K=K, pose=read_pose_file(pose_path), frame_id=frame_id)
 
 

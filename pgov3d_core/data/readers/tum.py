@@ -28,12 +28,10 @@ from scipy.spatial.transform import Rotation
 
 from pgov3d_core.data.frame import Frame
 from pgov3d_core.data.readers._common import (
-    check_same_size,
     checked_intrinsics,
     checked_pose,
     log,
-    read_depth_png,
-    read_rgb,
+    read_rgbd,
     require_dir,
     require_file,
     write_scene_atomically,
@@ -223,9 +221,7 @@ def read_tum_sequence(seq_dir: str | os.PathLike, max_difference: float = 0.02) 
 
 def read_tum_frame(ref: TumFrameRef, K: np.ndarray, frame_id: str = "") -> Frame:
     """Load one associated frame: colour uint8, depth metres (PNG / 5000), timestamp = rgb stamp."""
-    color = read_rgb(ref.rgb_path)
-    depth = read_depth_png(ref.depth_path, TUM_DEPTH_SCALE)
-    check_same_size(color, depth, ref.rgb_path, ref.depth_path)
+    color, depth = read_rgbd(ref.rgb_path, ref.depth_path, TUM_DEPTH_SCALE)
     return Frame(color=color, depth=depth, K=K, pose=ref.pose, frame_id=frame_id, timestamp=ref.t_rgb)
 
 
