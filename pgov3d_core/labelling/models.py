@@ -56,6 +56,28 @@ def hf_checkpoint_folder(path: Path, key: str) -> Path:
     return path
 
 
+def load_hf_checkpoint(path: Path, key: str, what: str, processor_name: str, model_name: str, device: torch.device,
+                       **model_kwargs):
+    """(folder, processor, eval-mode model on `device`) from a local transformers checkpoint folder,
+    offline: `processor_name` / `model_name` are transformers classes, imported after
+    `offline_environment`.
+
+    `key` is the config key and `what` the model's name in the WeightsError raised for a path that
+    is not such a folder or that the two classes cannot load; `model_kwargs` go to the model's
+    ``from_pretrained`` (e.g. ``dtype``)."""
+    offline_environment()  # before transformers reads its environment
+    import transformers
+
+    processor_cls, model_cls = getattr(transformers, processor_name), getattr(transformers, model_name)
+    path = hf_checkpoint_folder(path, key)
+    try:
+        processor = processor_cls.from_pretrained(str(path), local_files_only=True)
+        model = model_cls.from_pretrained(str(path), local_files_only=True, **model_kwargs)
+    except _LOAD_ERRORS as exc:
+        raise WeightsError(f"{key}: {path} is not a usable {what} checkpoint ({exc})") from None
+    return path, processor, model.to(device).eval()
+
+
 def _batched(items: list, size: int):
     for start in range(0, len(items), size):
         yield items[start : start + size]
@@ -76,17 +98,11 @@ class LlavaVocabulary:
 
     def __init__(self, path: Path, cfg: VocabularyConfig, device: torch.device, dtype: torch.dtype,
                  batch_size: int = 2):
-        offline_environment()  # before transformers reads its environment
-        from transformers import LlavaNextForConditionalGeneration, LlavaNextProcessor
-
         self.cfg, self.device, self.dtype, self.batch_size = cfg, device, dtype, batch_size
-        path = hf_checkpoint_folder(path, "weights.llava")
-        try:
-            self.processor = LlavaNextProcessor.from_pretrained(str(path), local_files_only=True)
-            model = LlavaNextForConditionalGeneration.from_pretrained(str(path), local_files_only=True, dtype=dtype)
-        except _LOAD_ERRORS as exc:
-            raise WeightsError(f"weights.llava: {path} is not a usable LLaVA-NeXT checkpoint ({exc})") from None
-        self.model = model.to(device).eval()
+        path, self.processor, self.model = load_hf_checkpoint(
+            path, "weights.llava", "LLaVA-NeXT", "LlavaNextProcessor", "LlavaNextForConditionalGeneration", device,
+            dtype=dtype,
+        )
         if cfg.chat_template:
             self.processor.chat_template = cfg.chat_template
         if not getattr(self.processor, "chat_template", None):
@@ -256,19 +272,10 @@ class GroundingDinoDetector:
 
     def __init__(self, path: Path, cfg: GroundingConfig, device: torch.device, dtype: torch.dtype,
                  batch_size: int = 2):
-        offline_environment()  # before transformers reads its environment
-        from transformers import AutoProcessor, GroundingDinoForObjectDetection
-
         self.cfg, self.device, self.dtype, self.batch_size = cfg, device, dtype, batch_size
-        path = hf_checkpoint_folder(path, "weights.grounding_dino")
-        try:
-            self.processor = AutoProcessor.from_pretrained(str(path), local_files_only=True)
-            model = GroundingDinoForObjectDetection.from_pretrained(str(path), local_files_only=True)
-        except _LOAD_ERRORS as exc:
-            raise WeightsError(
-                f"weights.grounding_dino: {path} is not a usable GroundingDINO checkpoint ({exc})"
-            ) from None
-        self.model = model.to(device).eval()
+        _, self.processor, self.model = load_hf_checkpoint(
+            path, "weights.grounding_dino", "GroundingDINO", "AutoProcessor", "GroundingDinoForObjectDetection", device
+        )
         self.tokenizer = self.processor.tokenizer
         self.max_text_len = int(self.model.config.max_text_len)
 
