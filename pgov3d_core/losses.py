@@ -35,6 +35,14 @@ def _zero_like_graph(*tensors: torch.Tensor) -> torch.Tensor:
     return sum((t.float().sum() * 0.0 for t in tensors), torch.zeros((), device=tensors[0].device))
 
 
+def _vocabulary_rows(labels: torch.Tensor, text_embeddings: torch.Tensor) -> torch.Tensor:
+    """Labels (>= 0) as int64 rows of text_embeddings; ValueError for one beyond the vocabulary."""
+    lab = labels.long()
+    if int(lab.max()) >= text_embeddings.shape[0]:
+        raise ValueError(f"label {int(lab.max())} has no text embedding (vocabulary of {text_embeddings.shape[0]})")
+    return lab
+
+
 def alignment_loss(point_features: torch.Tensor, labels: torch.Tensor, text_embeddings: torch.Tensor) -> torch.Tensor:
     """Eq. 2. point_features (N, D); labels (N,) int, -1 = unlabelled, else a row of
     text_embeddings (V, D). Returns the mean of 1 − cos over labelled points (0 if there are none)."""
@@ -43,9 +51,7 @@ def alignment_loss(point_features: torch.Tensor, labels: torch.Tensor, text_embe
     mask = labels >= 0
     if not bool(mask.any()):
         return _zero_like_graph(point_features, text_embeddings)
-    lab = labels[mask].long()
-    if int(lab.max()) >= text_embeddings.shape[0]:
-        raise ValueError(f"label {int(lab.max())} has no text embedding (vocabulary of {text_embeddings.shape[0]})")
+    lab = _vocabulary_rows(labels[mask], text_embeddings)
     return (1.0 - cosine(point_features[mask], text_embeddings[lab])).mean()
 
 
@@ -77,6 +83,18 @@ class LossTerms:
                 "consistency": float(self.consistency.detach())}
 
 
+def _eq5_terms(
+    align: torch.Tensor, pairs: torch.Tensor | None, lam: float, features_of, graph: torch.Tensor
+) -> LossTerms:
+    """Eq. 5 from the alignment term: the consistency of the per-point features `features_of(rows)`
+    over `pairs` (P, 2), a zero that depends on `graph` when there are none."""
+    if pairs is None or pairs.shape[0] == 0:
+        cons = _zero_like_graph(graph)
+    else:
+        cons = consistency_loss(features_of(pairs[:, 0]), features_of(pairs[:, 1]))
+    return LossTerms(total=total_loss(align, cons, lam), alignment=align, consistency=cons)
+
+
 def pgov3d_loss(
     point_features: torch.Tensor,
     labels: torch.Tensor,
@@ -87,11 +105,7 @@ def pgov3d_loss(
     """Eq. 5 on one batch: `pairs` (P, 2) are rows of point_features matched across frames (A);
     None or P = 0 gives a zero consistency term."""
     align = alignment_loss(point_features, labels, text_embeddings)
-    if pairs is None or pairs.shape[0] == 0:
-        cons = _zero_like_graph(point_features)
-    else:
-        cons = consistency_loss(point_features[pairs[:, 0]], point_features[pairs[:, 1]])
-    return LossTerms(total=total_loss(align, cons, lam), alignment=align, consistency=cons)
+    return _eq5_terms(align, pairs, lam, lambda rows: point_features[rows], point_features)
 
 
 def pgov3d_loss_voxels(
@@ -114,13 +128,7 @@ def pgov3d_loss_voxels(
     if not bool(mask.any()):
         align = _zero_like_graph(voxel_features, text_embeddings)
     else:
-        lab = labels[mask].long()
-        if int(lab.max()) >= text_embeddings.shape[0]:
-            raise ValueError(f"label {int(lab.max())} has no text embedding (vocabulary of {text_embeddings.shape[0]})")
+        lab = _vocabulary_rows(labels[mask], text_embeddings)
         cos = vf @ F.normalize(text_embeddings.float(), dim=-1, eps=_EPS).T  # (M, V)
         align = (1.0 - cos[inverse[mask], lab]).mean()
-    if pairs is None or pairs.shape[0] == 0:
-        cons = _zero_like_graph(voxel_features)
-    else:
-        cons = consistency_loss(vf[inverse[pairs[:, 0]]], vf[inverse[pairs[:, 1]]])
-    return LossTerms(total=total_loss(align, cons, lam), alignment=align, consistency=cons)
+    return _eq5_terms(align, pairs, lam, lambda rows: vf[inverse[rows]], voxel_features)
