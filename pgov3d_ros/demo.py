@@ -62,14 +62,13 @@ def online_step(out: Path, scene_dir: Path, checkpoint: Path, query_sets: dict[s
 
     from pgov3d_interfaces.srv import Query
     from pgov3d_ros.conversions import cloud_to_arrays
-    from pgov3d_ros.processes import SHARE, call_service, node_command, running_node
+    from pgov3d_ros.processes import SHARE, call_service, node_command, replay_command, running_node
 
     map_path = out / "map.npz"
     cmd = node_command("mapping_node", "pgov3d", SHARE / "config" / "mapping.yaml",
                        "-p", f"checkpoint:={checkpoint}", "-p", "network_period:=1.0", "-p", "voxel_size:=0.02",
                        "-p", "input_reliability:=reliable", "-p", f"map_save_path:={map_path}")
-    replay = node_command("replay", "pgov3d_replay", None)
-    replay[1:1] = [str(scene_dir), "--fps", "5"]
+    replay = replay_command(scene_dir, "--fps", "5")
     with rclpy.init():  # shuts rclpy down however the block ends (as ros2/demos)
         with running_node(cmd, log_dir / "mapping_node.log") as node_proc:
             node = rclpy.create_node("pgov3d_demo")

@@ -25,6 +25,14 @@ def node_command(executable: str, node_name: str, params_file: Path | None = Non
     return cmd
 
 
+def replay_command(source: str | os.PathLike, *args: str, ros_args: tuple[str, ...] = ()) -> list[str]:
+    """The replay executable on `source` (a scene folder or a bag) with its own `args` (``--fps``,
+    ``--rate``, ``--labels``…) before the ROS arguments: node name pgov3d_replay, then `ros_args`."""
+    cmd = node_command("replay", "pgov3d_replay", None, *ros_args)
+    cmd[1:1] = [str(source), *args]
+    return cmd
+
+
 @contextmanager
 def running_node(cmd: list[str], log_path: Path):
     """Run a node in its own process group; on exit, SIGINT the group (as launch does on

@@ -10,7 +10,7 @@ import pytest
 from pgov3d_core.data.frame import Frame
 from pgov3d_core.data.scene import Scene, write_scene
 from pgov3d_core.map import VoxelMap
-from pgov3d_ros.processes import SHARE, call_service, node_command, running_node
+from pgov3d_ros.processes import SHARE, call_service, node_command, replay_command, running_node
 
 pytestmark = pytest.mark.ros
 
@@ -64,8 +64,7 @@ def test_replayed_scene_builds_the_core_map_and_survives_garbage(tmp_path):
         "-p", "voxel_size:=0.05", "-p", "map_publish_period:=0.2", "-p", f"map_save_path:={save_path}",
         "-p", "text_encoder_backend:=open_clip",  # no CLIP weights: queries must say why they fail
     )
-    replay_cmd = node_command("replay", "pgov3d_replay", None)
-    replay_cmd[1:1] = [str(scene_dir), "--fps", "5"]
+    replay_cmd = replay_command(scene_dir, "--fps", "5")
     rclpy.init()
     clouds = []
     try:
@@ -192,8 +191,7 @@ def test_query_labels_chairs_inside_the_ground_truth_chairs(tmp_path):
         "-p", "feature_source:=oracle_labels", "-p", f"oracle_class_names:={','.join(CLASS_NAMES)}",
         "-p", "text_encoder_random_init:=true", "-p", "text_encoder_random_dim:=64", "-p", "voxel_size:=0.05",
     )
-    replay_cmd = node_command("replay", "pgov3d_replay", None)
-    replay_cmd[1:1] = [str(scene_dir), "--fps", "5", "--labels"]
+    replay_cmd = replay_command(scene_dir, "--fps", "5", "--labels")
     rclpy.init()
     try:
         with running_node(cmd, tmp_path / "node.log") as node_proc:
@@ -270,8 +268,7 @@ def test_network_pass_fills_features_and_queries_use_the_checkpoint_text_space(t
     scene_dir = corridor_scene(tmp_path / "scene", n=3)
     cmd = node_command("mapping_node", "pgov3d", SHARE / "config" / "mapping.yaml",
                        "-p", f"checkpoint:={ckpt}", "-p", "network_period:=0.3", "-p", "voxel_size:=0.05")
-    replay_cmd = node_command("replay", "pgov3d_replay", None)
-    replay_cmd[1:1] = [str(scene_dir), "--fps", "5"]
+    replay_cmd = replay_command(scene_dir, "--fps", "5")
     rclpy.init()
     try:
         with running_node(cmd, tmp_path / "node.log"):
@@ -338,8 +335,7 @@ def test_bag_replay_builds_the_same_map(tmp_path):
                 writer.write(conns[topic], t_ns, serialize_message(msg))
     cmd = node_command("mapping_node", "pgov3d", SHARE / "config" / "mapping.yaml",
                        "-p", "voxel_size:=0.05", "-p", "input_reliability:=reliable")
-    replay_cmd = node_command("replay", "pgov3d_replay", None)
-    replay_cmd[1:1] = [str(bag), "--rate", "1.0"]
+    replay_cmd = replay_command(bag, "--rate", "1.0")
     rclpy.init()
     try:
         with running_node(cmd, tmp_path / "node.log"):

@@ -11,7 +11,7 @@ from node_client import Client
 from pgov3d_core.data.frame import Frame
 from pgov3d_core.data.scene import Scene, write_scene
 from pgov3d_core.map import VoxelMap
-from pgov3d_ros.processes import SHARE, node_command, running_node
+from pgov3d_ros.processes import SHARE, node_command, replay_command, running_node
 
 pytestmark = pytest.mark.ros
 
@@ -89,8 +89,7 @@ def test_full_speed_replay_loses_nothing_and_status_accounts_for_every_message(t
     cmd = node_command("mapping_node", "pgov3d", SHARE / "config" / "mapping.yaml", "-p", "voxel_size:=0.05",
                        "-p", "map_publish_period:=0.0", "-p", "input_reliability:=reliable",
                        "-p", "integration_queue_size:=16")
-    replay = node_command("replay", "pgov3d_replay", None)
-    replay[1:1] = [str(scene_dir), "--fps", "30", "--rate", "1000"]  # as fast as it can publish
+    replay = replay_command(scene_dir, "--fps", "30", "--rate", "1000")  # as fast as it can publish
     with running_node(cmd, tmp_path / "node.log"):
         c = Client("pgov3d_test_replay")
         c.status()
@@ -118,8 +117,7 @@ def test_two_robots_in_their_own_namespaces_keep_their_maps_apart(tmp_path, ros)
         for c in clients.values():
             c.status()  # /robot1/pgov3d/status and /robot2/pgov3d/status both answer
         for ns, scene_dir in scenes.items():
-            replay = node_command("replay", "pgov3d_replay", None, "-r", f"__ns:=/{ns}")
-            replay[1:1] = [str(scene_dir), "--fps", "10"]
+            replay = replay_command(scene_dir, "--fps", "10", ros_args=("-r", f"__ns:=/{ns}"))
             replays.append(running_node(replay, tmp_path / f"{ns}_replay.log"))
             replays[-1].__enter__().wait(60)
         for ns, scene_dir in scenes.items():
