@@ -345,12 +345,33 @@ def _stamp(k):
     return Time(sec=1_700_000_000 + k, nanosec=250_000_000)
 
 
+def _stream_and_wait(node, proc, log_path, pubs, frames, optical, first_info, messages):
+    """A CameraInfo stamped `first_info`, 0.5 s before frame 0 (CameraInfo is not synchronised:
+    the first one lands first), then per frame k, 0.2 s apart: its CameraInfo and `messages(frame,
+    stamp)` ((publisher name, message) pairs, in order), stamped _stamp(k). Returns the node's
+    status once all frames are integrated (or the wait times out); the node process must still run."""
+    from pgov3d_ros.conversions import K_to_camera_info
+
+    pubs["info"].publish(K_to_camera_info(K, 48, 36, first_info, optical))
+    time.sleep(0.5)
+    for k, frame in enumerate(frames):
+        stamp = _stamp(k)
+        pubs["info"].publish(K_to_camera_info(K, 48, 36, stamp, optical))
+        for name, msg in messages(frame, stamp):
+            pubs[name].publish(msg)
+        time.sleep(0.2)
+    status = _wait_integrated(node, len(frames))
+    node.destroy_node()
+    assert proc.poll() is None, log_path.read_text()
+    return status
+
+
 @pytest.mark.ros
 def test_node_launched_for_realsense_integrates_frames_on_realsense_topics(tmp_path):
     import rclpy
     from geometry_msgs.msg import PoseStamped
 
-    from pgov3d_ros.conversions import K_to_camera_info, depth_to_image, matrix_to_pose, rgb_to_image
+    from pgov3d_ros.conversions import depth_to_image, matrix_to_pose, rgb_to_image
 
     chosen = plan({"camera": "realsense", "pose_topic": "/orb_slam3/camera_pose"}, SHARE)
     (spec,) = chosen.nodes
@@ -359,6 +380,14 @@ def test_node_launched_for_realsense_integrates_frames_on_realsense_topics(tmp_p
     cmd = node_command(spec.executable, spec.name, None, *ros_arguments(spec))
     frames = _frames()
     optical = "camera_color_optical_frame"
+
+    def messages(frame, stamp):
+        pose = PoseStamped()
+        pose.header.stamp, pose.header.frame_id = stamp, "map"
+        matrix_to_pose(frame.pose, pose.pose)
+        return [("pose", pose), ("color", rgb_to_image(frame.color, stamp, optical)),
+                ("depth", depth_to_image(frame.depth, stamp, optical, depth_scale=1000.0))]  # mm
+
     rclpy.init()
     try:
         with running_node(cmd, tmp_path / "node.log") as proc:
@@ -366,21 +395,7 @@ def test_node_launched_for_realsense_integrates_frames_on_realsense_topics(tmp_p
             pubs = _publishers(node, topics, topics["pose"])
             # Nothing on the node's own default names: only the remapped topics can feed it.
             _wait_matched(node, pubs)
-            pubs["info"].publish(K_to_camera_info(K, 48, 36, _stamp(0), optical))
-            time.sleep(0.5)  # CameraInfo is not synchronised: let the first one land before frame 0
-            for k, frame in enumerate(frames):
-                stamp = _stamp(k)
-                pose = PoseStamped()
-                pose.header.stamp, pose.header.frame_id = stamp, "map"
-                matrix_to_pose(frame.pose, pose.pose)
-                pubs["info"].publish(K_to_camera_info(K, 48, 36, stamp, optical))
-                pubs["pose"].publish(pose)
-                pubs["color"].publish(rgb_to_image(frame.color, stamp, optical))
-                pubs["depth"].publish(depth_to_image(frame.depth, stamp, optical, depth_scale=1000.0))  # mm
-                time.sleep(0.2)
-            status = _wait_integrated(node, len(frames))
-            node.destroy_node()
-            assert proc.poll() is None, (tmp_path / "node.log").read_text()
+            status = _stream_and_wait(node, proc, tmp_path / "node.log", pubs, frames, optical, _stamp(0), messages)
     finally:
         rclpy.shutdown()
     log = (tmp_path / "node.log").read_text()
@@ -411,7 +426,6 @@ def test_zed_preset_with_pose_from_tf_integrates_bgra_and_metric_depth(tmp_path)
     from rclpy.executors import SingleThreadedExecutor
     from sensor_msgs.msg import Image
 
-    from pgov3d_ros.conversions import K_to_camera_info
     from pgov3d_ros.tf_pose import TfPoseNode
 
     chosen = plan({"camera": "zed2"}, SHARE)
@@ -453,17 +467,10 @@ def test_zed_preset_with_pose_from_tf_integrates_bgra_and_metric_depth(tmp_path)
             deadline = time.monotonic() + 30
             while tf_node.count_subscribers("pose") == 0 and time.monotonic() < deadline:
                 time.sleep(0.1)
-            pubs["info"].publish(K_to_camera_info(K, 48, 36, _stamp(-1), optical))  # no TF then: no pose
-            time.sleep(0.5)
-            for k, frame in enumerate(frames):
-                stamp = _stamp(k)
-                pubs["info"].publish(K_to_camera_info(K, 48, 36, stamp, optical))
-                pubs["color"].publish(bgra8(frame.color, stamp))
-                pubs["depth"].publish(metres_32fc1(frame.depth, stamp))
-                time.sleep(0.2)
-            status = _wait_integrated(node, len(frames))
-            node.destroy_node()
-            assert proc.poll() is None, (tmp_path / "node.log").read_text()
+            # The first CameraInfo is stamped before any TF: no pose for it.
+            status = _stream_and_wait(node, proc, tmp_path / "node.log", pubs, frames, optical, _stamp(-1),
+                                      lambda frame, stamp: [("color", bgra8(frame.color, stamp)),
+                                                            ("depth", metres_32fc1(frame.depth, stamp))])
     finally:
         executor.shutdown()
         rclpy.shutdown()
