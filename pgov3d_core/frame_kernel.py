@@ -39,6 +39,17 @@ def _floor_int_py(x):
     return t - np.int64(np.float32(t) > x)
 
 
+def _store_run_py(run_sums, run_counts, r, sx, sy, sz, sr, sg, sb, count):
+    """Write one finished run's sums (xyz, rgb) and point count."""
+    run_sums[r, 0] = sx
+    run_sums[r, 1] = sy
+    run_sums[r, 2] = sz
+    run_sums[r, 3] = sr
+    run_sums[r, 4] = sg
+    run_sums[r, 5] = sb
+    run_counts[r] = count
+
+
 def _frame_runs_py(depth, color, labels, fx, fy, cx, cy, skew, rot, trans, stride, min_depth, max_depth,
                    voxel, run_keys, run_sums, run_counts, point_run, point_label):
     """Fill run arrays for one frame; returns (n_runs, n_points, out_of_range).
@@ -93,14 +104,7 @@ def _frame_runs_py(depth, color, labels, fx, fy, cx, cy, skew, rot, trans, strid
             key = (kx << (2 * _KEY_BITS)) | (ky << _KEY_BITS) | kz
             if key != prev_key:
                 if count:
-                    r = n_runs - 1
-                    run_sums[r, 0] = sx
-                    run_sums[r, 1] = sy
-                    run_sums[r, 2] = sz
-                    run_sums[r, 3] = sr
-                    run_sums[r, 4] = sg
-                    run_sums[r, 5] = sb
-                    run_counts[r] = count
+                    _store_run(run_sums, run_counts, n_runs - 1, sx, sy, sz, sr, sg, sb, count)
                 run_keys[n_runs] = key
                 n_runs += 1
                 prev_key = key
@@ -118,22 +122,16 @@ def _frame_runs_py(depth, color, labels, fx, fy, cx, cy, skew, rot, trans, strid
                 point_label[n_points] = labels[v, u] if has_labels else -1
             n_points += 1
     if count:
-        r = n_runs - 1
-        run_sums[r, 0] = sx
-        run_sums[r, 1] = sy
-        run_sums[r, 2] = sz
-        run_sums[r, 3] = sr
-        run_sums[r, 4] = sg
-        run_sums[r, 5] = sb
-        run_counts[r] = count
+        _store_run(run_sums, run_counts, n_runs - 1, sx, sy, sz, sr, sg, sb, count)
     return n_runs, n_points, False
 
 
 if numba is not None:
     _floor_int = numba.njit(inline="always")(_floor_int_py)
+    _store_run = numba.njit(inline="always")(_store_run_py)
     _frame_runs = numba.njit(cache=True, nogil=True)(_frame_runs_py)
 else:  # pragma: no cover
-    _floor_int = _frame_runs = None
+    _floor_int = _store_run = _frame_runs = None
 
 
 def frame_runs(depth: np.ndarray, color: np.ndarray, labels: np.ndarray | None, K: np.ndarray,
