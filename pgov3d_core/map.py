@@ -162,7 +162,7 @@ class VoxelMap:
         voxel_size: float = 0.02,
         max_voxels: int = 2_000_000,
         max_depth: float | None = None,
-        stride: int = 1,
+        pixel_stride: int = 1,
         evict_fraction: float = 0.05,
         device: str | torch.device = "cpu",
         feature_dtype: str | torch.dtype = "auto",
@@ -177,7 +177,7 @@ class VoxelMap:
         self.voxel_size = float(voxel_size)
         self.max_voxels = int(max_voxels)
         self.max_depth = max_depth
-        self.stride = int(stride)
+        self.pixel_stride = int(pixel_stride)
         self.evict_fraction = float(evict_fraction)
         self.device = torch.device(device)
         # "auto" is resolved when the feature dimension is known (the first set_features / load).
@@ -219,7 +219,7 @@ class VoxelMap:
     def keys(self) -> torch.Tensor:
         return self._keys[: self._n]
 
-    def points(self) -> torch.Tensor:
+    def voxel_means(self) -> torch.Tensor:
         """(N, 3) float32 mean position of the points that fell in each voxel."""
         return self._stats[: self._n, :3]
 
@@ -305,7 +305,7 @@ class VoxelMap:
             # One fused pass over the pixels (see frame_kernel); same result as the torch path below.
             try:
                 runs = frame_kernel.frame_runs(frame.depth, frame.color, frame.labels if want_labels else None,
-                                               frame.K, frame.pose, self.stride, 0.0, self.max_depth,
+                                               frame.K, frame.pose, self.pixel_stride, 0.0, self.max_depth,
                                                self.voxel_size)
             except ValueError as exc:
                 raise FrameError(f"frame {frame.frame_id!r}: {exc}") from exc
@@ -319,7 +319,7 @@ class VoxelMap:
                                          torch.from_numpy(runs["run_counts"]), runs["n_points"],
                                          point_run, point_labels)
         depth = torch.from_numpy(np.require(frame.depth, np.float32, ["C", "W"])).to(self.device)
-        points, pixel_index = backproject(depth, frame.K, frame.pose, self.stride, max_depth=self.max_depth)
+        points, pixel_index = backproject(depth, frame.K, frame.pose, self.pixel_stride, max_depth=self.max_depth)
         if points.shape[0] == 0:
             raise FrameError(f"frame {frame.frame_id!r}: no valid depth pixels")
         color = torch.from_numpy(np.require(frame.color, np.uint8, ["C", "W"])).to(self.device).reshape(-1, 3)

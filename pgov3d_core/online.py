@@ -299,7 +299,7 @@ class OnlineMapper:
             changed = self.map.changed()
             if n == 0 or not bool(changed.any()):
                 return 0
-            points = self.map.points()
+            points = self.map.voxel_means()
             if n <= self.network_voxel_budget:
                 rows = torch.arange(n, device=points.device)
             else:  # the `budget` voxels nearest to the most recently observed changed voxel
@@ -367,7 +367,7 @@ class OnlineMapper:
             # equal shares (select_points), so a small object asked beside "floor" still shows.
             rows = select_points(result, max_points)
             rows = rows[result.labels[rows] >= 0]
-            xyz = self.map.points()[rows].cpu().numpy().copy()
+            xyz = self.map.voxel_means()[rows].cpu().numpy().copy()
             rgb = self.map.colors()[rows].cpu().numpy()
             total_hits = int((result.labels >= 0).sum())
         labels = result.labels[rows].cpu().numpy().astype(np.int32)
@@ -402,7 +402,7 @@ class OnlineMapper:
     def snapshot(self) -> tuple[np.ndarray, np.ndarray]:
         """(xyz, rgb) copies of the map's points, for publishing."""
         with self.lock:
-            return self.map.points().cpu().numpy().copy(), self.map.colors().cpu().numpy()
+            return self.map.voxel_means().cpu().numpy().copy(), self.map.colors().cpu().numpy()
 
     def status(self) -> dict:
         """Counters: what was received per stream, synchronised, integrated, dropped (by

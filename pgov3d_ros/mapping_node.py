@@ -176,7 +176,7 @@ class MappingNode(Node):
             self.get_logger().info(f"loaded {len(vmap)} voxels from {p('initial_map')}")
         else:
             vmap = VoxelMap(voxel_size=p("voxel_size"), max_voxels=p("max_voxels"), max_depth=p("max_depth"),
-                            stride=p("pixel_stride"), num_label_classes=len(oracle), device=self.device,
+                            pixel_stride=p("pixel_stride"), num_label_classes=len(oracle), device=self.device,
                             feature_dtype=p("feature_storage"))
         predictor = None
         if feature_source == "network" and p("checkpoint"):

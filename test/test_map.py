@@ -29,8 +29,8 @@ def test_integrate_accumulates_counts_colour_and_positions():
     assert torch.equal(vmap.colors(), torch.tensor([[150, 100, 100]], dtype=torch.uint8).expand(n, 3))
     assert int(vmap.counts().sum()) == 2 * 36 * 48
     # Voxel positions are the mean of their points: all on the plane z = 2.
-    assert torch.allclose(vmap.points()[:, 2], torch.full((n,), 2.0))
-    keys = pack_keys(voxel_coords(vmap.points(), 0.05))
+    assert torch.allclose(vmap.voxel_means()[:, 2], torch.full((n,), 2.0))
+    keys = pack_keys(voxel_coords(vmap.voxel_means(), 0.05))
     assert torch.equal(keys, vmap.keys())
 
 
@@ -78,7 +78,7 @@ def test_cap_evicts_least_recently_seen_and_memory_stays_flat():
     assert capacities[-1] == capacities[100] and vmap.features.shape[0] == len(vmap)
     assert vmap._features.shape[0] == vmap.capacity  # no growth once the cap is reached
     # The newest frame is always fully present; the oldest areas are gone.
-    assert float(vmap.points()[:, 0].max()) > 0.5 * 9999 - 1.2  # the image spans x_cam ∈ [-1.2, -0.4] m
+    assert float(vmap.voxel_means()[:, 0].max()) > 0.5 * 9999 - 1.2  # the image spans x_cam ∈ [-1.2, -0.4] m
     assert int(vmap.last_seen().min()) > 9000
     assert bool((vmap._sorted_keys[1:] > vmap._sorted_keys[:-1]).all())
     assert torch.equal(vmap.keys()[vmap._sorted_slots], vmap._sorted_keys)
@@ -197,8 +197,8 @@ def test_label_votes_majority_and_oracle_features(tmp_path):
     vmap.integrate(relabelled)
     vmap.integrate(frame)
     maj = vmap.majority_labels()
-    left = vmap.points()[:, 0] < -0.3
-    right = vmap.points()[:, 0] > 0.3
+    left = vmap.voxel_means()[:, 0] < -0.3
+    right = vmap.voxel_means()[:, 0] > 0.3
     assert maj[left].eq(0).all() and maj[right].eq(2).all()
     assert int(vmap.label_votes().sum()) == 3 * 36 * 48
     emb = torch.eye(3)
@@ -262,10 +262,10 @@ def test_fused_cpu_kernel_gives_the_torch_path_map(monkeypatch, stride):
 
     assert frame_kernel.available()
     frames = [_tilted_frame(s) for s in range(3)]
-    fused = VoxelMap(voxel_size=0.02, max_depth=5.0, stride=stride, num_label_classes=6)
+    fused = VoxelMap(voxel_size=0.02, max_depth=5.0, pixel_stride=stride, num_label_classes=6)
     fused_stats = [fused.integrate(f) for f in frames]
     monkeypatch.setattr(frame_kernel, "available", lambda: False)
-    reference = VoxelMap(voxel_size=0.02, max_depth=5.0, stride=stride, num_label_classes=6)
+    reference = VoxelMap(voxel_size=0.02, max_depth=5.0, pixel_stride=stride, num_label_classes=6)
     reference_stats = [reference.integrate(f) for f in frames]
 
     # Depth validity is a pure per-pixel test: the same points in both paths, exactly.
@@ -277,7 +277,7 @@ def test_fused_cpu_kernel_gives_the_torch_path_map(monkeypatch, stride):
     same_count = fused.counts()[ia] == reference.counts()[ib]
     assert float(same_count.double().mean()) >= 0.999
     rows_a, rows_b = torch.from_numpy(ia)[same_count], torch.from_numpy(ib)[same_count]
-    torch.testing.assert_close(fused.points()[rows_a], reference.points()[rows_b], atol=2e-6, rtol=0)
+    torch.testing.assert_close(fused.voxel_means()[rows_a], reference.voxel_means()[rows_b], atol=2e-6, rtol=0)
     torch.testing.assert_close(fused.colors()[rows_a], reference.colors()[rows_b], atol=1e-3, rtol=0)
     assert torch.equal(fused.label_votes()[rows_a], reference.label_votes()[rows_b])
     assert int(fused.label_votes().sum()) == int(reference.label_votes().sum())

@@ -48,7 +48,7 @@ def test_full_queue_drops_the_oldest_frame_and_counts_it():
     s = mapper.status()
     assert s["frames_integrated"] == 2 and s["dropped"] == {"integration backlog": 3}
     # The newest two were kept: their voxels lie around x = 3 and 4.
-    xs = mapper.map.points()[:, 0]
+    xs = mapper.map.voxel_means()[:, 0]
     assert float(xs.min()) > 1.5  # (frame 2 would reach x = 0.8)
 
 
@@ -156,7 +156,7 @@ def test_network_pass_covers_the_budgeted_region_around_the_newest_changes():
     mapper.integrate_pending()
     assert len(vmap) > 200
     assert mapper.network_pass() == 100 and predictor.calls == [100]
-    covered = vmap.points()[vmap.has_feature()]
+    covered = vmap.voxel_means()[vmap.has_feature()]
     assert float(covered[:, 0].min()) > 3.0  # all of them on the newest wall
     assert mapper.status()["voxels_with_features"] == 100 and mapper.status()["network_passes"] == 1
     # A map within the budget is covered whole; nothing changed → no pass.

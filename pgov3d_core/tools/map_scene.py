@@ -47,7 +47,7 @@ def build_mapper(scene: Scene, checkpoint: str | None, oracle: bool, voxel_size:
                                 else {"backend": "sentence"}))
     cfg["device"] = str(dev)
     encoder = TextEncoder(cfg)
-    vmap = VoxelMap(voxel_size=voxel_size, max_depth=max_depth, stride=stride, device=dev,
+    vmap = VoxelMap(voxel_size=voxel_size, max_depth=max_depth, pixel_stride=stride, device=dev,
                     num_label_classes=len(classes))
     # The whole scene in one network pass: offline there is no camera to keep up with.
     return OnlineMapper(vmap, predictor=predictor, text_encoder=encoder, oracle_class_names=classes,
@@ -122,7 +122,7 @@ def write_results(mapper: OnlineMapper, queries: list[str], out: Path, min_score
     mapper.save(out / "map.npz")
     answer = mapper.query(queries, min_score=min_score)
     with mapper.lock:
-        xyz = mapper.map.points().cpu().numpy()
+        xyz = mapper.map.voxel_means().cpu().numpy()
         rgb = mapper.map.colors().cpu().numpy()
         texts = mapper.text_encoder.encode(answer.texts)
         per_text = [mapper.map.query(texts[q], min_score=-2.0).scores.cpu().numpy() for q in range(len(queries))]
