@@ -184,7 +184,10 @@ class VoxelMap:
         self._storage = qk.storage_mode(feature_dtype)
         # Per-voxel votes of per-pixel class labels (frames with `labels`), when > 0 classes.
         self.num_label_classes = int(num_label_classes)
-        self.frames_integrated = 0
+        # Frames or point sets integrated since the last clear, saved with the map: the clock of
+        # `last_seen` for eviction. (The node's status "frames_integrated" is another count: the
+        # frames its OnlineMapper integrated in this process.)
+        self.integrations = 0
         self.clear()
 
     # ------------------------------------------------------------------ state
@@ -198,7 +201,7 @@ class VoxelMap:
                     torch.zeros((0, *self._row_shape(f)), dtype=f.dtype, device=dev))
         self._sorted_keys = torch.empty(0, dtype=torch.int64, device=dev)
         self._sorted_slots = torch.empty(0, dtype=torch.int64, device=dev)
-        self.frames_integrated = 0
+        self.integrations = 0
 
     def _row_shape(self, f: VoxelField) -> tuple[int, ...]:
         if f.width is None:
@@ -385,8 +388,8 @@ class VoxelMap:
         total = old + counts.to(torch.float32)[:, None]
         self._stats[slots] = (self._stats[slots] * old + sums) / total  # running means
         self._count[slots] = (old_count.to(torch.int64) + counts).clamp(max=2**31 - 1).to(torch.int32)
-        self.frames_integrated += 1
-        self._last_seen[slots] = self.frames_integrated
+        self.integrations += 1
+        self._last_seen[slots] = self.integrations
         self._changed[slots] = True
         if point_labels is not None and self.num_label_classes:
             labels = point_labels
@@ -549,7 +552,7 @@ class VoxelMap:
             "format_version": np.array(MAP_FORMAT_VERSION),
             "voxel_size": np.array(self.voxel_size),
             "max_voxels": np.array(self.max_voxels),
-            "frames_integrated": np.array(self.frames_integrated),
+            "frames_integrated": np.array(self.integrations),  # the file's key (format unchanged)
         }
         for f, t in self._arrays():
             for key, cols in f.columns():
@@ -623,5 +626,5 @@ class VoxelMap:
         order = torch.argsort(vmap._keys[:n])
         vmap._sorted_keys = vmap._keys[:n][order].clone()
         vmap._sorted_slots = order
-        vmap.frames_integrated = int(state["frames_integrated"])
+        vmap.integrations = int(state["frames_integrated"])
         return vmap

@@ -167,7 +167,7 @@ def test_replayed_scene_builds_the_core_map_and_survives_garbage(tmp_path):
     assert np.array_equal(a["keys"][order_a], b["keys"][order_b])
     assert np.array_equal(a["count"][order_a], b["count"][order_b])
     np.testing.assert_allclose(a["color"][order_a], b["color"][order_b], atol=1e-3)
-    assert saved_map.frames_integrated == len(Scene(scene_dir))
+    assert saved_map.integrations == len(Scene(scene_dir))
 
 
 def test_query_labels_chairs_inside_the_ground_truth_chairs(tmp_path):
