@@ -172,7 +172,7 @@ class MappingNode(Node):
             # A bad file is a configuration error: fail at start-up, naming it, rather than map
             # into an empty map the user believes holds their previous session.
             vmap = VoxelMap.load(p("initial_map"), device=self.device, max_depth=p("max_depth"),
-                                 stride=p("pixel_stride"))
+                                 pixel_stride=p("pixel_stride"))
             self.get_logger().info(f"loaded {len(vmap)} voxels from {p('initial_map')}")
         else:
             vmap = VoxelMap(voxel_size=p("voxel_size"), max_voxels=p("max_voxels"), max_depth=p("max_depth"),

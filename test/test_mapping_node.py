@@ -351,3 +351,53 @@ def test_bag_replay_builds_the_same_map(tmp_path):
     finally:
         rclpy.shutdown()
     assert status["voxels"] == len(expected)
+
+
+def test_node_resumes_from_a_saved_map(tmp_path):
+    """`initial_map`: the node starts from a saved map (geometry, colours and features) and answers
+    queries over it before any frame arrives; a file that is not a map stops it at start-up, naming
+    the file."""
+    import rclpy
+    import torch
+    from std_srvs.srv import Trigger
+
+    from pgov3d_interfaces.srv import Query
+    from pgov3d_ros.conversions import cloud_to_arrays
+
+    saved = VoxelMap(voxel_size=0.05)
+    for frame in Scene(corridor_scene(tmp_path / "scene", n=3)):
+        saved.integrate(frame)
+    features = torch.randn(len(saved), 32, generator=torch.Generator().manual_seed(0))
+    saved.set_features(torch.arange(len(saved)), features)
+    path = saved.save(tmp_path / "session.npz")
+    params = ["-p", "voxel_size:=0.05", "-p", "pixel_stride:=2", "-p", "text_encoder_random_init:=true",
+              "-p", "text_encoder_random_dim:=32", "-p", "network_period:=0.0"]
+    cmd = node_command("mapping_node", "pgov3d", SHARE / "config" / "mapping.yaml",
+                       "-p", f"initial_map:={path}", *params)
+    rclpy.init()
+    try:
+        with running_node(cmd, tmp_path / "node.log"):
+            node = rclpy.create_node("pgov3d_test_resume")
+            status = json.loads(call_service(node, node.create_client(Trigger, "/pgov3d/status"),
+                                             Trigger.Request()).message)
+            res = call_service(node, node.create_client(Query, "/pgov3d/query"),
+                               Query.Request(queries=["wall"], min_score=-1.0))
+            node.destroy_node()
+    finally:
+        rclpy.shutdown()
+    log = (tmp_path / "node.log").read_text()
+    assert res.success, res.message + log
+    assert status["voxels"] == len(saved) and status["voxels_with_features"] == len(saved), status
+    cloud = cloud_to_arrays(res.cloud)
+    assert res.cloud.width == len(saved)
+    got = np.sort(np.stack([cloud["x"], cloud["y"], cloud["z"]], 1), axis=0)
+    np.testing.assert_allclose(got, np.sort(saved.voxel_means().numpy(), axis=0), atol=1e-5)
+
+    (tmp_path / "broken.npz").write_bytes(b"not a map")
+    bad = node_command("mapping_node", "pgov3d", SHARE / "config" / "mapping.yaml",
+                       "-p", f"initial_map:={tmp_path / 'broken.npz'}", *params)
+    import subprocess
+
+    done = subprocess.run(bad, capture_output=True, text=True, timeout=120)
+    assert done.returncode != 0
+    assert "broken.npz" in done.stdout + done.stderr
