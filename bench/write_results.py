@@ -35,8 +35,9 @@ if __name__ == "__main__":
                   report.read_text().replace("# pgov3d curriculum: held-out scenes", "").strip(), ""]
     if online.exists():
         parts += ["## `make demo`: online node queries", "", online.read_text().strip(), ""]
+    # Only stdout is parsed; stderr passes through, so a failing benchmark shows why.
     bench = subprocess.run([sys.executable, str(ROOT / "bench" / "run_all.py"), *(["--quick"] if args.quick else [])],
-                           cwd=ROOT, capture_output=True, text=True)
+                           cwd=ROOT, stdout=subprocess.PIPE, text=True)
     # Tables, their headings, and each benchmark's first line naming the CPU and its capability
     # (so every table says which machine it came from).
     lines = [ln if not ln.startswith("CPU:") else f"\n{ln}\n" for ln in bench.stdout.splitlines()
