@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
 import tempfile
 import time
@@ -27,13 +26,8 @@ import torch
 from pgov3d_core.data.scene import Scene
 from pgov3d_core.data.synthetic import generate_scene
 from pgov3d_core.map import VoxelMap
+from pgov3d_core.query_kernels import cpu_summary
 from pgov3d_ros.processes import SHARE, call_service, node_command, running_node
-
-
-def cpu_line() -> str:
-    model = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
-                  if ln.startswith("model name")), platform.processor() or "unknown CPU")
-    return f"CPU: {model}, {os.cpu_count()} cores, torch capability {torch.backends.cpu.get_cpu_capability()}"
 
 
 def status(node, client):
@@ -235,7 +229,7 @@ def main() -> None:
     use_package_transport()
     import rclpy
 
-    print(cpu_line())
+    print(cpu_summary())
     rclpy.init()
     print("| benchmark | figure | goal |\n| --- | --- | --- |")
     try:

@@ -20,9 +20,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench_node import cpu_line, status  # the sibling script (its folder is on sys.path when run)
+from bench_node import status  # the sibling script (its folder is on sys.path when run)
 
 from pgov3d_core.data.synthetic import generate_scene
+from pgov3d_core.query_kernels import cpu_summary
 from pgov3d_ros.processes import SHARE, node_command, running_node
 
 
@@ -62,7 +63,7 @@ def main() -> None:
     import rclpy
     from std_srvs.srv import Trigger
 
-    print(cpu_line())
+    print(cpu_summary())
     hz, cap = 15.0, 150_000
     rclpy.init()
     try:

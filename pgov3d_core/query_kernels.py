@@ -10,14 +10,13 @@ float32 and calling sgemm wins instead. Rather than guess from CPU flags, `choos
 each candidate once per process on a sample block and keeps the fastest; `choose_storage` does
 the same for the "auto" storage type.
 
-Known limits (measured on a 2-core AVX512 Xeon, bench/bench_map.py): (1) every kernel here is a
-loop of PyTorch ops per block, so the fp16->fp32 conversion and the product are separate passes
-and each block pays several OpenMP fork/joins; on an oversubscribed CPU (other processes busy)
-each join can wait a scheduler slice, which multiplies multi-threaded query times many-fold while
-a single-call bare read is barely affected. (2) At 20 texts x 512-d the float32 multiply-adds
-alone exceed the bandwidth floor on AVX2 (10 G FMA at 16/cycle/core vs 1 GB at ~14 GB/s/core),
-so only int8 (VNNI) or native bf16 (AVX512-BF16/AMX) can reach it there. A fused native kernel
-(convert + dot + max per row block, one parallel region per query) is the way past both.
+Known limits (measured on a 2-core AVX512 Xeon and a 2-core AVX512-BF16 EPYC, bench/bench_map.py):
+(1) the torch kernels are a loop of PyTorch ops per block, so the fp16->fp32 conversion and the
+product are separate passes and each block pays several OpenMP fork/joins; on an oversubscribed
+CPU each join can wait a scheduler slice. The `fused` kernel (fused_query.py: convert + dot + max
+per row, one parallel region per query) avoids both, and competes in the same measurement.
+(2) At 20 texts x 512-d the multiply-adds alone exceed the bandwidth floor on 2 cores (10 G FMA
+against a ~25 ms read of 1 GB), so multi-text queries stay several times the floor.
 
 Storage modes (`STORAGE_MODES`), bytes per 512-d feature:
   float32   2048 B  reference precision
