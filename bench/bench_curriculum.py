@@ -37,7 +37,7 @@ PRESETS = {
     "budget": [
         "data.synthetic.train_seeds=[200,201,202,203]", "data.synthetic.val_seeds=[300,301]",
         "data.synthetic.n_frames=24", "data.synthetic.width=120", "data.synthetic.height=90",
-        "stage1.overrides.train.steps=200", "stage1.overrides.train.ckpt_every=100",
+        "stage1.overrides.train.steps=1000", "stage1.overrides.train.ckpt_every=250",
         "stage2.overrides.train.steps=80", "stage2.overrides.train.ckpt_every=40",
         "stage2.overrides.pseudo.max_passes=8",
     ],

@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from pgov3d_core.config import from_section, get, section
+from pgov3d_core.config import from_section, get, merge, section
 from pgov3d_core.data.scene import Scene, SceneError
 from pgov3d_core.inference import PointFeaturePredictor
 from pgov3d_core.labelling.text_encoder import TextEncoder
@@ -132,7 +132,7 @@ def generate_pseudo_labels(
 
 @dataclass
 class FullSceneConfig:
-    voxel_size: float = 0.05
+    voxel_size: float | None = None  # network voxel (m); None: the stage-1 checkpoint's (run_stage2 fills it in)
     max_points: int | None = 200_000  # random spatial crop (a ball around a random point) beyond this
     augment: AugmentConfig = section(AugmentConfig)
 
@@ -212,7 +212,13 @@ def run_stage2(cfg: dict, run_dir: str | os.PathLike | None = None, resume: bool
             log.info("pseudo-labels %s: %d points, %d entities, %.0f%% confident%s", s["scene"], s["points"],
                      s["vocabulary"], 100 * s["labelled_fraction"], " (cached)" if s["cached"] else "")
     barrier(ctx)
-    dataset = FullSceneDataset(scenes, tag, FullSceneConfig.from_dict(sample_settings(data_cfg)))
+    scene_cfg = FullSceneConfig.from_dict(sample_settings(data_cfg))
+    if scene_cfg.voxel_size is None:
+        # The network voxel is part of what stage 1 learnt (its receptive field in metres): keep it,
+        # and write it into the config this run's checkpoints store, which inference reads.
+        scene_cfg.voxel_size = predictor.voxel_size
+        cfg = merge(cfg, {"data": {"voxel_size": predictor.voxel_size}})
+    dataset = FullSceneDataset(scenes, tag, scene_cfg)
     init_from = get(cfg, "train.init_from")
     if init_from:
         model_cfg = load_checkpoint(init_from)["model_config"]
