@@ -9,6 +9,10 @@ system time (page faults); with the thresholds below 0.39 s per step and system 
 steps. Memory that was freed stays mapped (up to `retain_bytes` at the heap top), so a process's
 resident size follows its peak, not its current use.
 
+Training only (the Trainer calls it): in the mapping node the same setting made /pgov3d/query
+slower (bench_node N2, 100k voxels, 1 text: p95 27 -> 118 ms; 1M voxels p50 272 -> 817 ms), so the
+node and PointFeaturePredictor keep glibc's defaults.
+
 glibc only (Linux); elsewhere the call does nothing and says so. No reachable package sets these
 (torch's CPU allocator is plain malloc), hence the two mallopt calls.
 """

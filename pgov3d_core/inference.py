@@ -14,7 +14,6 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from pgov3d_core.allocator import retain_freed_memory
 from pgov3d_core.models import build_model
 from pgov3d_core.models.batch import collate_clouds, voxelize_cloud
 from pgov3d_core.training.checkpoint import CheckpointError, load_checkpoint
@@ -43,8 +42,6 @@ class PointFeaturePredictor:
             raise CheckpointError(f"{path}: the model takes {model.in_channels} input channels; only colour "
                                   "(3) is available on full clouds")
         device = torch.device(device)
-        if device.type == "cpu":
-            retain_freed_memory()  # many large per-layer buffers per pass (see allocator.py)
         identity = (ckpt.get("text_encoder") or {}).get("identity", "")
         te_cfg = (ckpt.get("config") or {}).get("text_encoder")
         return cls(model.to(device).eval(), voxel_size, device, identity, int(ckpt.get("step", -1)),
