@@ -11,8 +11,9 @@ One run directory holds the shared scenes and entities; each variant trains only
 
     python bench/bench_curriculum.py [--budget] [--smoke] [--out DIR] [KEY=VALUE ...]
 
-Default sizes are the demo's (config/curriculum.yaml) on 6 + 2 rooms: about an hour on 2 CPU
-cores. --budget fits in about 15 minutes (4 + 2 smaller rooms, shorter schedules); --smoke is the
+Default sizes are the demo's (config/curriculum.yaml) on 6 + 2 rooms (over an hour on 2 CPU cores;
+not timed with the current 2400-step stage 1). --budget: 543 s measured on a 2-core AMD EPYC (4 + 2
+smaller rooms, 1000 stage-1 steps, shorter stage 2); --smoke is the
 smallest run that exercises every variant (numbers meaningless). KEY=VALUE overrides the
 curriculum config after the preset.
 """
