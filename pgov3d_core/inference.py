@@ -1,9 +1,9 @@
 """Run a trained 3D network on point clouds: per-point features in the text-embedding space.
 
 Used by Stage 2's pseudo-labelling, by evaluation and by the online node's network pass; the
-network input is built exactly as in training (colour in [-1, 1], voxel means at the training
-voxel size). `predict_classes` is the one argmax-cosine classification of such features against
-text embeddings (evaluation, frame accuracy).
+network input is built exactly as in training (`models.inputs`: colour in [-1, 1] [+ height],
+voxel means at the training voxel size). `predict_classes` is the one argmax-cosine
+classification of such features against text embeddings (evaluation, frame accuracy).
 """
 
 from __future__ import annotations
@@ -14,8 +14,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from pgov3d_core.models import build_model
+from pgov3d_core.models import build_model, resolve_model_config
 from pgov3d_core.models.batch import collate_clouds, voxelize_cloud
+from pgov3d_core.models.inputs import point_inputs
 from pgov3d_core.training.checkpoint import CheckpointError, load_checkpoint
 
 
@@ -27,6 +28,7 @@ class PointFeaturePredictor:
     text_encoder_identity: str = ""
     checkpoint_step: int = -1
     text_encoder_config: dict | None = None  # the training run's text_encoder section
+    inputs: tuple[str, ...] = ("color",)  # what the model takes per point (models/inputs.py)
 
     @classmethod
     def from_checkpoint(cls, path: str | os.PathLike, device: str | torch.device = "cpu") -> PointFeaturePredictor:
@@ -36,16 +38,16 @@ class PointFeaturePredictor:
             model = build_model(ckpt["model_config"])
             model.load_state_dict(ckpt["model"])
             voxel_size = float(((ckpt.get("config") or {}).get("data") or {}).get("voxel_size", 0.05))
+            inputs = tuple(resolve_model_config(ckpt["model_config"])["inputs"])
         except (KeyError, RuntimeError, ValueError) as exc:
             raise CheckpointError(f"{path}: checkpoint does not hold a usable model ({exc})") from None
-        if getattr(model, "in_channels", 3) != 3:
-            raise CheckpointError(f"{path}: the model takes {model.in_channels} input channels; only colour "
-                                  "(3) is available on full clouds")
+        if "normal" in inputs:
+            raise CheckpointError(f"{path}: the model takes {list(inputs)} as input; full clouds carry no normals")
         device = torch.device(device)
         identity = (ckpt.get("text_encoder") or {}).get("identity", "")
         te_cfg = (ckpt.get("config") or {}).get("text_encoder")
         return cls(model.to(device).eval(), voxel_size, device, identity, int(ckpt.get("step", -1)),
-                   dict(te_cfg) if isinstance(te_cfg, dict) else None)
+                   dict(te_cfg) if isinstance(te_cfg, dict) else None, inputs)
 
     @property
     def feature_dim(self) -> int:
@@ -58,8 +60,9 @@ class PointFeaturePredictor:
         xyz = torch.as_tensor(xyz, dtype=torch.float32)
         if xyz.shape[0] == 0:
             return torch.zeros((0, self.feature_dim))
-        colour = torch.as_tensor(rgb).to(torch.float32) / 255.0
-        cloud = voxelize_cloud(xyz.cpu(), colour.cpu() * 2.0 - 1.0, self.voxel_size)
+        colour = torch.as_tensor(rgb).to(torch.float32).cpu() / 255.0
+        xyz = xyz.cpu()
+        cloud = voxelize_cloud(xyz, point_inputs(self.inputs, colour, xyz), self.voxel_size)
         batch = collate_clouds([cloud]).to(self.device)
         with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.device.type == "cuda"):
             out = self.model(batch)

@@ -168,6 +168,54 @@ def test_pairs_are_the_same_physical_points_and_augmentation_is_shared(scenes):
     assert s.cloud_a.num_points == a.points.shape[0] and s.cloud_b.num_points == b.points.shape[0]
 
 
+def test_height_input_is_built_the_same_in_stage1_stage2_and_inference(scenes, tmp_path):
+    """data.height=true: the model takes colour + world z; the checkpoint records it, and stage 2
+    and inference (evaluation, the node) build that input from full clouds."""
+    from pgov3d_core.inference import PointFeaturePredictor
+    from pgov3d_core.training.stage2 import run_stage2
+
+    cfg = stage1_cfg(scenes[:2], "train.steps=2", "train.tensorboard=false", "data.height=true",
+                     "data.voxel_size=0.1")
+    trainer = make_stage1_trainer(cfg, tmp_path / "s1")
+    assert trainer.model.in_channels == 4
+    # The fourth channel is each voxel's mean (augmented) world z: inside the voxel's own z range.
+    s = trainer.source.get(0, seeded_generator(3))
+    z_lo = s.cloud_a.coords[:, 2].float() * 0.1
+    assert ((s.cloud_a.feats[:, 3] >= z_lo - 1e-4) & (s.cloud_a.feats[:, 3] <= z_lo + 0.1 + 1e-4)).all()
+    assert s.cloud_a.feats[:, :3].abs().max() <= 1.0
+    trainer.fit()
+    ckpt = ckpt_io.latest_checkpoint(tmp_path / "s1")
+    assert ckpt_io.load_checkpoint(ckpt)["model_config"]["inputs"] == ["color", "height"]
+
+    predictor = PointFeaturePredictor.from_checkpoint(ckpt)
+    assert predictor.inputs == ("color", "height")
+    xyz = torch.rand(500, 3) * 2.0
+    rgb = torch.randint(0, 256, (500, 3), dtype=torch.uint8)
+    lifted = xyz + torch.tensor([0.0, 0.0, 1.0])  # a whole number of voxels: same grid, other height
+    assert not torch.allclose(predictor.features(xyz, rgb), predictor.features(lifted, rgb), atol=1e-4)
+
+    s2 = load_config(REPO / "config" / "stage2.yaml", [
+        f"data.scenes={json.dumps([str(p) for p in scenes[:2]])}", f"pseudo.checkpoint={ckpt}",
+        f"train.init_from={ckpt}", "train.steps=2", "train.progress=false", "train.tensorboard=false",
+        "pseudo.max_passes=2", "data.max_points=2000",
+    ])
+    stage2 = run_stage2(s2, tmp_path / "s2", progress=False)
+    assert stage2.model.in_channels == 4
+    assert stage2.source.get(0, seeded_generator(0)).cloud.feats.shape[1] == 4
+    ckpt2 = ckpt_io.load_checkpoint(ckpt_io.latest_checkpoint(tmp_path / "s2"))
+    assert ckpt2["model_config"]["inputs"] == ["color", "height"]
+
+
+def test_a_model_taking_normals_is_refused_where_clouds_have_none(scenes, tmp_path):
+    from pgov3d_core.inference import PointFeaturePredictor
+    from pgov3d_core.training.checkpoint import CheckpointError
+
+    cfg = stage1_cfg(scenes[:1], "train.steps=1", "train.tensorboard=false", "data.normals=true")
+    make_stage1_trainer(cfg, tmp_path / "s1").fit()
+    with pytest.raises(CheckpointError, match="normals"):
+        PointFeaturePredictor.from_checkpoint(ckpt_io.latest_checkpoint(tmp_path / "s1"))
+
+
 def test_depth_normals_of_a_plane_face_the_camera():
     K = np.array([[50.0, 0, 39.5], [0, 50.0, 29.5], [0, 0, 1]])
     v, u = np.mgrid[0:60, 0:80]

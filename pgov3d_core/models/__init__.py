@@ -13,6 +13,7 @@ from torch import nn
 
 from pgov3d_core.models.backends import BACKENDS, BackendUnavailableError, make_backend
 from pgov3d_core.models.batch import SparseBatch, VoxelCloud, collate_clouds, voxelize_cloud
+from pgov3d_core.models.inputs import check_inputs, input_channels, inputs_of_width
 from pgov3d_core.models.unet import SparseUNet
 
 # Architecture presets (U-Net fields only; in/out channels come from data and text encoder).
@@ -35,7 +36,7 @@ PRESETS: dict[str, dict] = {
 DEFAULT_PRESET = "minkunet18a"
 _ARCH_KEYS = ("stem_channels", "stem_kernel", "stem_depth", "enc_channels", "enc_depths", "dec_channels",
               "dec_depths", "bn_momentum")
-_OTHER_KEYS = ("preset", "backend", "algo", "in_channels", "out_channels")
+_OTHER_KEYS = ("preset", "backend", "algo", "inputs", "in_channels", "out_channels")
 
 
 def resolve_model_config(cfg: dict | None) -> dict:
@@ -54,7 +55,16 @@ def resolve_model_config(cfg: dict | None) -> dict:
     out["preset"] = preset
     out["backend"] = cfg.get("backend", "spconv")
     out["algo"] = cfg.get("algo", "auto")
-    out["in_channels"] = int(cfg.get("in_channels", 3))
+    # What the network takes per point (models/inputs.py); in_channels follows from it. A config
+    # (or an older checkpoint) that gives only in_channels names the inputs with that width.
+    inputs = cfg.get("inputs")
+    if inputs is None and "in_channels" in cfg:
+        inputs = inputs_of_width(int(cfg["in_channels"]))
+    out["inputs"] = list(check_inputs(inputs))
+    out["in_channels"] = input_channels(out["inputs"])
+    if "in_channels" in cfg and int(cfg["in_channels"]) != out["in_channels"]:
+        raise ValueError(f"model.in_channels={cfg['in_channels']} but model.inputs {out['inputs']} give "
+                         f"{out['in_channels']}")
     if "out_channels" not in cfg or not isinstance(cfg["out_channels"], int):
         raise ValueError(
             "model.out_channels must be the text-embedding dimension (512 for ViT-B/32, 768 for ViT-L/14), "

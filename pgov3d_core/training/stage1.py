@@ -74,12 +74,17 @@ def build_stage1(cfg: dict, ctx: DistContext | None = None):
     dcfg = stage1_data_config(cfg)
     encoder = build_text_encoder(cfg)
     model_cfg = dict(cfg.get("model") or {})
-    model_cfg.setdefault("in_channels", dcfg.in_channels)
+    # The data settings (data.normals, data.height) say what the samples carry; the model config
+    # records it as `inputs`, which stage 2, evaluation and the node read from the checkpoint.
+    model_cfg.setdefault("inputs", list(dcfg.inputs))
     if model_cfg.get("out_channels", "auto") == "auto":
         model_cfg["out_channels"] = int(encoder.dim)
-    if model_cfg["in_channels"] != dcfg.in_channels:
+    if "in_channels" in model_cfg and int(model_cfg["in_channels"]) != dcfg.in_channels:
         raise ValueError(f"model.in_channels={model_cfg['in_channels']} but data gives {dcfg.in_channels} "
-                         f"(colour{' + normals' if dcfg.normals else ''})")
+                         f"({' + '.join(dcfg.inputs)})")
+    if list(model_cfg["inputs"]) != list(dcfg.inputs):
+        raise ValueError(f"model.inputs={list(model_cfg['inputs'])} but the data settings give {list(dcfg.inputs)} "
+                         "(data.normals, data.height)")
     if model_cfg["out_channels"] != encoder.dim:
         raise ValueError(f"model.out_channels={model_cfg['out_channels']} but the text encoder gives {encoder.dim}")
     full_model_cfg = resolve_model_config(model_cfg)

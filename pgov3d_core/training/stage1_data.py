@@ -9,7 +9,7 @@ frame j = i ± offset (offset uniform in `pair_offset`, any frame of the sequenc
 2. A = `geometry.match_frames` on the world points at a fine voxel (`match_voxel`), capped at
    `max_pairs`: the same physical point seen by both frames.
 3. One augmentation for both frames, then voxelisation at `voxel_size` (voxel feature = mean
-   colour [+ normal] of its points).
+   network input of its points: colour [+ normal] [+ height], `models.inputs`).
 
 Entities are per-sample names; `collate` merges them into a per-batch vocabulary (sorted, so a
 batch's label ids do not depend on sample order within the batch) and the objective embeds it.
@@ -28,6 +28,7 @@ from pgov3d_core.config import from_section, section
 from pgov3d_core.data.scene import Scene
 from pgov3d_core.geometry import backproject, match_frames
 from pgov3d_core.models.batch import VoxelCloud, collate_clouds, point_offsets, voxelize_cloud
+from pgov3d_core.models.inputs import input_channels, point_inputs
 from pgov3d_core.training.augment import Augmentation, AugmentConfig
 from pgov3d_core.training.labels import FrameLabelSource, make_label_source, resize_labels
 from pgov3d_core.training.objective import LabelledBatch, batch_vocabulary, remap_labels
@@ -54,6 +55,7 @@ class PartialSceneConfig:
     max_pairs: int = 4096
     max_points: int | None = None  # random subset per frame (bounds memory on full-res frames)
     normals: bool = False  # append per-point normals (from the depth image) to the colour features
+    height: bool = False  # append the point's world z (gravity-aligned frame, floor at 0; models/inputs.py)
     augment: AugmentConfig = section(AugmentConfig)
 
     def __post_init__(self) -> None:
@@ -68,8 +70,13 @@ class PartialSceneConfig:
         return from_section(cls, d, "data")
 
     @property
+    def inputs(self) -> tuple[str, ...]:
+        """The model inputs these samples carry (the model config's `inputs`)."""
+        return ("color",) + (("normal",) if self.normals else ()) + (("height",) if self.height else ())
+
+    @property
     def in_channels(self) -> int:
-        return 6 if self.normals else 3
+        return input_channels(self.inputs)
 
 
 @dataclass
@@ -164,15 +171,11 @@ class PartialSceneDataset:
             normals = n_cam @ torch.as_tensor(frame.pose[:3, :3], dtype=torch.float32).T
         return FramePoints(points, colors, normals, labels, names)
 
-    def point_features(self, fp: FramePoints, aug: Augmentation) -> torch.Tensor:
-        """Network input per point: colour mapped to [-1, 1] (+ normal)."""
-        feats = aug.colors(fp.colors) * 2.0 - 1.0
-        if self.cfg.normals:
-            feats = torch.cat([feats, aug.normals(fp.normals)], dim=1)
-        return feats
-
     def voxelize(self, fp: FramePoints, aug: Augmentation, center: torch.Tensor) -> VoxelCloud:
-        return voxelize_cloud(aug.points(fp.points, center), self.point_features(fp, aug), self.cfg.voxel_size)
+        points = aug.points(fp.points, center)
+        normals = None if fp.normals is None else aug.normals(fp.normals)
+        feats = point_inputs(self.cfg.inputs, aug.colors(fp.colors), points, normals)
+        return voxelize_cloud(points, feats, self.cfg.voxel_size)
 
     def _subsample(self, fp: FramePoints, g: torch.Generator) -> FramePoints:
         m = self.cfg.max_points

@@ -31,6 +31,7 @@ from pgov3d_core.inference import PointFeaturePredictor
 from pgov3d_core.labelling.text_encoder import TextEncoder
 from pgov3d_core.models import build_model, resolve_model_config
 from pgov3d_core.models.batch import VoxelCloud, collate_clouds, voxelize_cloud
+from pgov3d_core.models.inputs import point_inputs
 from pgov3d_core.training.augment import Augmentation, AugmentConfig
 from pgov3d_core.training.checkpoint import load_checkpoint
 from pgov3d_core.training.distributed import barrier, init_distributed
@@ -134,6 +135,7 @@ def generate_pseudo_labels(
 class FullSceneConfig:
     voxel_size: float | None = None  # network voxel (m); None: the stage-1 checkpoint's (run_stage2 fills it in)
     max_points: int | None = 200_000  # random spatial crop (a ball around a random point) beyond this
+    inputs: tuple[str, ...] = ("color",)  # the model's inputs (models/inputs.py); run_stage2 sets the model's
     augment: AugmentConfig = section(AugmentConfig)
 
     @classmethod
@@ -174,7 +176,7 @@ class FullSceneDataset:
             xyz, rgb, labels = xyz[keep], rgb[keep], labels[keep]
         aug = Augmentation.sample(self.cfg.augment, generator)
         pts = aug.points(xyz, xyz.mean(dim=0))
-        feats = aug.colors(rgb.to(torch.float32) / 255.0) * 2.0 - 1.0
+        feats = point_inputs(self.cfg.inputs, aug.colors(rgb.to(torch.float32) / 255.0), pts)
         return FullSceneSample(voxelize_cloud(pts, feats, self.cfg.voxel_size), labels, pl.vocabulary)
 
     def collate(self, samples: list[FullSceneSample]) -> LabelledBatch:
@@ -218,13 +220,16 @@ def run_stage2(cfg: dict, run_dir: str | os.PathLike | None = None, resume: bool
         # and write it into the config this run's checkpoints store, which inference reads.
         scene_cfg.voxel_size = predictor.voxel_size
         cfg = merge(cfg, {"data": {"voxel_size": predictor.voxel_size}})
-    dataset = FullSceneDataset(scenes, tag, scene_cfg)
     init_from = get(cfg, "train.init_from")
     if init_from:
-        model_cfg = load_checkpoint(init_from)["model_config"]
+        model_cfg = resolve_model_config(load_checkpoint(init_from)["model_config"])
     else:
-        model_cfg = dict(cfg.get("model") or load_checkpoint(pcfg.checkpoint)["model_config"])
-        model_cfg = resolve_model_config(model_cfg)
+        model_cfg = resolve_model_config(dict(cfg.get("model") or load_checkpoint(pcfg.checkpoint)["model_config"]))
+    if "normal" in model_cfg["inputs"]:
+        raise ValueError("stage 2 trains on full scene clouds, which carry no normals; the model takes "
+                         f"{model_cfg['inputs']}")
+    scene_cfg.inputs = tuple(model_cfg["inputs"])
+    dataset = FullSceneDataset(scenes, tag, scene_cfg)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(int(get(cfg, "train.seed", 0)))
         model: nn.Module = build_model(model_cfg)
