@@ -16,7 +16,7 @@ from torch import nn
 
 from pgov3d_core.models import build_model, resolve_model_config
 from pgov3d_core.models.batch import collate_clouds, voxelize_cloud
-from pgov3d_core.models.inputs import point_inputs
+from pgov3d_core.models.inputs import check_full_cloud_inputs, point_inputs
 from pgov3d_core.training.checkpoint import CheckpointError, load_checkpoint
 
 
@@ -38,11 +38,13 @@ class PointFeaturePredictor:
             model = build_model(ckpt["model_config"])
             model.load_state_dict(ckpt["model"])
             voxel_size = float(((ckpt.get("config") or {}).get("data") or {}).get("voxel_size", 0.05))
-            inputs = tuple(resolve_model_config(ckpt["model_config"])["inputs"])
+            inputs = resolve_model_config(ckpt["model_config"])["inputs"]
         except (KeyError, RuntimeError, ValueError) as exc:
             raise CheckpointError(f"{path}: checkpoint does not hold a usable model ({exc})") from None
-        if "normal" in inputs:
-            raise CheckpointError(f"{path}: the model takes {list(inputs)} as input; full clouds carry no normals")
+        try:
+            inputs = check_full_cloud_inputs(inputs)
+        except ValueError as exc:
+            raise CheckpointError(f"{path}: {exc}") from None
         device = torch.device(device)
         identity = (ckpt.get("text_encoder") or {}).get("identity", "")
         te_cfg = (ckpt.get("config") or {}).get("text_encoder")

@@ -189,9 +189,15 @@ def test_height_input_is_built_the_same_in_stage1_stage2_and_inference(scenes, t
 
     predictor = PointFeaturePredictor.from_checkpoint(ckpt)
     assert predictor.inputs == ("color", "height")
-    xyz = torch.rand(500, 3) * 2.0
+    # Points at voxel centres, lifted by whole voxels: the same voxel grid (a colour-only U-Net is
+    # translation-equivariant and would give identical features), only the height differs.
+    xyz = (torch.randint(0, 20, (500, 3)).float() + 0.5) * 0.1
     rgb = torch.randint(0, 256, (500, 3), dtype=torch.uint8)
-    lifted = xyz + torch.tensor([0.0, 0.0, 1.0])  # a whole number of voxels: same grid, other height
+    lifted = xyz + torch.tensor([0.0, 0.0, 1.0])
+    from pgov3d_core.models.batch import collate_clouds, voxelize_cloud
+
+    grid = [collate_clouds([voxelize_cloud(p, torch.zeros(500, 3), 0.1)]) for p in (xyz, lifted)]
+    assert torch.equal(grid[0].coords, grid[1].coords) and torch.equal(grid[0].inverse, grid[1].inverse)
     assert not torch.allclose(predictor.features(xyz, rgb), predictor.features(lifted, rgb), atol=1e-4)
 
     s2 = load_config(REPO / "config" / "stage2.yaml", [

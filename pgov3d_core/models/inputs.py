@@ -35,6 +35,15 @@ def input_channels(inputs: Sequence[str] | None) -> int:
     return sum(INPUT_CHANNELS[k] for k in check_inputs(inputs))
 
 
+def check_full_cloud_inputs(inputs: Sequence[str] | None) -> tuple[str, ...]:
+    """The inputs, if full scene clouds (scene.ply, the node's map) can provide them: they carry
+    colour and coordinates but no normals."""
+    out = check_inputs(inputs)
+    if "normal" in out:
+        raise ValueError(f"the model takes {list(out)} as input; full clouds carry no normals")
+    return out
+
+
 def inputs_of_width(width: int) -> tuple[str, ...]:
     """The inputs a bare `in_channels` stands for (3 colour, 4 + height, 6 + normal, 7 both)."""
     for inputs in (("color",), ("color", "height"), ("color", "normal"), ("color", "normal", "height")):

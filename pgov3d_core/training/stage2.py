@@ -31,7 +31,7 @@ from pgov3d_core.inference import PointFeaturePredictor
 from pgov3d_core.labelling.text_encoder import TextEncoder
 from pgov3d_core.models import build_model, resolve_model_config
 from pgov3d_core.models.batch import VoxelCloud, collate_clouds, voxelize_cloud
-from pgov3d_core.models.inputs import point_inputs
+from pgov3d_core.models.inputs import check_full_cloud_inputs, point_inputs
 from pgov3d_core.training.augment import Augmentation, AugmentConfig
 from pgov3d_core.training.checkpoint import load_checkpoint
 from pgov3d_core.training.distributed import barrier, init_distributed
@@ -135,7 +135,6 @@ def generate_pseudo_labels(
 class FullSceneConfig:
     voxel_size: float | None = None  # network voxel (m); None: the stage-1 checkpoint's (run_stage2 fills it in)
     max_points: int | None = 200_000  # random spatial crop (a ball around a random point) beyond this
-    inputs: tuple[str, ...] = ("color",)  # the model's inputs (models/inputs.py); run_stage2 sets the model's
     augment: AugmentConfig = section(AugmentConfig)
 
     @classmethod
@@ -154,8 +153,9 @@ class FullSceneSample:
 class FullSceneDataset:
     """Sample source of pseudo-labelled full scenes (one scene per sample)."""
 
-    def __init__(self, scenes: list[Scene], tag: str, cfg: FullSceneConfig):
+    def __init__(self, scenes: list[Scene], tag: str, cfg: FullSceneConfig, inputs=("color",)):
         self.cfg = cfg
+        self.inputs = check_full_cloud_inputs(inputs)  # the model's (models/inputs.py), not a user setting
         self.items: list[tuple[torch.Tensor, torch.Tensor, PseudoLabels]] = []
         for scene in scenes:
             cloud = scene.cloud()
@@ -176,7 +176,7 @@ class FullSceneDataset:
             xyz, rgb, labels = xyz[keep], rgb[keep], labels[keep]
         aug = Augmentation.sample(self.cfg.augment, generator)
         pts = aug.points(xyz, xyz.mean(dim=0))
-        feats = point_inputs(self.cfg.inputs, aug.colors(rgb.to(torch.float32) / 255.0), pts)
+        feats = point_inputs(self.inputs, aug.colors(rgb.to(torch.float32) / 255.0), pts)
         return FullSceneSample(voxelize_cloud(pts, feats, self.cfg.voxel_size), labels, pl.vocabulary)
 
     def collate(self, samples: list[FullSceneSample]) -> LabelledBatch:
@@ -225,11 +225,7 @@ def run_stage2(cfg: dict, run_dir: str | os.PathLike | None = None, resume: bool
         model_cfg = resolve_model_config(load_checkpoint(init_from)["model_config"])
     else:
         model_cfg = resolve_model_config(dict(cfg.get("model") or load_checkpoint(pcfg.checkpoint)["model_config"]))
-    if "normal" in model_cfg["inputs"]:
-        raise ValueError("stage 2 trains on full scene clouds, which carry no normals; the model takes "
-                         f"{model_cfg['inputs']}")
-    scene_cfg.inputs = tuple(model_cfg["inputs"])
-    dataset = FullSceneDataset(scenes, tag, scene_cfg)
+    dataset = FullSceneDataset(scenes, tag, scene_cfg, model_cfg["inputs"])
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(int(get(cfg, "train.seed", 0)))
         model: nn.Module = build_model(model_cfg)
