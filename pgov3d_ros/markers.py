@@ -16,20 +16,25 @@ def label_color(index: int, count: int) -> ColorRGBA:
 
 
 def query_markers(xyz: np.ndarray, labels: np.ndarray, queries: list[str], header: Header,
-                  min_points: int = 10) -> MarkerArray:
+                  min_points: int = 10, max_extent_points: int = 20_000) -> MarkerArray:
     """A DELETEALL, then per query with at least `min_points` points: a text marker at the top
     centre of its points and a LINE_LIST box over their 2nd–98th percentile extent (robust to
     stray voxels)."""
     out = MarkerArray()
     out.markers.append(Marker(header=header, action=Marker.DELETEALL))
     for q, name in enumerate(queries):
-        pts = xyz[labels == q]
-        if len(pts) < min_points:
+        members = np.flatnonzero(labels == q)
+        if len(members) < min_points:
             continue
-        lo, hi = np.percentile(pts, 2, axis=0), np.percentile(pts, 98, axis=0)
+        # The box is a visual aid: the percentiles of an evenly strided subset of at most
+        # `max_extent_points` points stay within a voxel or so of the full set's, and gathering only
+        # that subset builds the markers of a 1M-point, 5-query answer in ~20 ms instead of ~90 ms
+        # (measured on a 2-core EPYC): cores a following query or frame can use.
+        sample = xyz[members[:: -(-len(members) // max_extent_points)]]
+        lo, hi = np.percentile(sample, [2, 98], axis=0)
         color = label_color(q, len(queries))
         text = Marker(header=header, ns="pgov3d_query_labels", id=q, type=Marker.TEXT_VIEW_FACING,
-                      action=Marker.ADD, text=f"{name} ({len(pts)})", color=color)
+                      action=Marker.ADD, text=f"{name} ({len(members)})", color=color)
         text.pose.position = Point(x=float((lo[0] + hi[0]) / 2), y=float((lo[1] + hi[1]) / 2), z=float(hi[2] + 0.15))
         text.pose.orientation.w = 1.0
         text.scale.z = 0.15

@@ -23,6 +23,7 @@ from pgov3d_ros.conversions import (
     pose_to_matrix,
     rgb_to_image,
 )
+from pgov3d_ros.markers import query_markers
 
 
 def make_image(pixels: np.ndarray, encoding: str, pad: int = 0, bigendian: bool = False) -> Image:
@@ -122,6 +123,24 @@ def test_pointcloud2_round_trip(rng):
     assert np.array_equal(out["rgb"], rgb) and np.array_equal(out["label"], label)
     assert np.array_equal(out["score"], score)
     assert points_to_cloud(np.zeros((0, 3)), np.zeros((0, 3), np.uint8), Header()).width == 0
+
+
+def test_query_markers_box_each_query_and_skip_sparse_ones(rng):
+    # Query 0: 200k points in a 2 x 1 x 0.5 m box (its extent comes from a strided subset);
+    # query 1: 5 points (below min_points, no marker); query 2: none.
+    big = rng.uniform([1.0, -0.5, 0.0], [3.0, 0.5, 0.5], size=(200_000, 3)).astype(np.float32)
+    few = rng.normal(size=(5, 3)).astype(np.float32)
+    xyz = np.concatenate([big, few])
+    labels = np.concatenate([np.zeros(len(big), np.int64), np.ones(5, np.int64)])
+    out = query_markers(xyz, labels, ["sofa", "lamp", "cat"], Header(frame_id="map"))
+    assert out.markers[0].action == out.markers[0].DELETEALL
+    texts = [m for m in out.markers if m.ns == "pgov3d_query_labels"]
+    assert [m.text for m in texts] == ["sofa (200000)"]  # the count is of all points, not the subset
+    box = next(m for m in out.markers if m.ns != "pgov3d_query_labels" and m.action == m.ADD)
+    corners = np.array([[p.x, p.y, p.z] for p in box.points])
+    full_lo, full_hi = np.percentile(big, [2, 98], axis=0)
+    assert np.allclose(corners.min(0), full_lo, atol=0.02) and np.allclose(corners.max(0), full_hi, atol=0.02)
+    assert abs(texts[0].pose.position.x - 2.0) < 0.05 and texts[0].pose.position.z > full_hi[2]
 
 
 # ------------------------------------------------------------------ fixed bytes (no round trips)
