@@ -114,6 +114,7 @@ class OnlineMapper:
         self.received: Counter[str] = Counter()
         self.frames_synchronised = 0
         self.frames_integrated = 0
+        self.map_revision = 0  # +1 whenever the map's points change (integration, clear)
         self.integration_seconds = 0.0
         self.network_passes = 0
         self.last_pass_seconds = 0.0
@@ -221,6 +222,7 @@ class OnlineMapper:
             frame = item if isinstance(item, Frame) else self._assemble(item)
             with self.lock:
                 self.map.integrate(frame)
+                self.map_revision += 1
         except FrameError as exc:
             self.drop("bad frame", str(exc))
             return False
@@ -390,6 +392,7 @@ class OnlineMapper:
         with self.lock:
             n = len(self.map)
             self.map.clear()
+            self.map_revision += 1
         if dropped:
             with self._drop_lock:
                 self.drops["cleared before integration"] += dropped
@@ -399,10 +402,13 @@ class OnlineMapper:
         with self.lock:
             return self.map.save(path), len(self.map)
 
-    def snapshot(self) -> tuple[np.ndarray, np.ndarray]:
-        """(xyz, rgb) copies of the map's points, for publishing."""
+    def snapshot(self, unless_revision: int | None = None) -> tuple[np.ndarray, np.ndarray, int] | None:
+        """(xyz, rgb) copies of the map's points and the map revision they are of, for publishing;
+        None when the map is still at `unless_revision` (nothing new to publish)."""
         with self.lock:
-            return self.map.voxel_means().cpu().numpy().copy(), self.map.colors().cpu().numpy()
+            if unless_revision is not None and self.map_revision == unless_revision:
+                return None
+            return self.map.voxel_means().cpu().numpy().copy(), self.map.colors().cpu().numpy(), self.map_revision
 
     def status(self) -> dict:
         """Counters: what was received per stream, synchronised, integrated, dropped (by

@@ -132,6 +132,20 @@ def test_future_stamps_are_rejected_and_clear_resets_synchronisation():
     assert mapper.status()["frames_integrated"] == 2 and len(mapper.map) > 0
 
 
+def test_snapshot_is_skipped_while_the_map_is_unchanged():
+    mapper = OnlineMapper(VoxelMap(voxel_size=0.05))
+    xyz, rgb, revision = mapper.snapshot()
+    assert len(xyz) == 0 and mapper.snapshot(unless_revision=revision) is None
+    mapper.submit(wall_frame())
+    mapper.integrate_pending()
+    xyz, rgb, after_frame = mapper.snapshot(unless_revision=revision)
+    assert len(xyz) == len(mapper.map) > 0 and rgb.shape == (len(xyz), 3) and after_frame != revision
+    assert mapper.snapshot(unless_revision=after_frame) is None
+    mapper.clear()
+    xyz, _, after_clear = mapper.snapshot(unless_revision=after_frame)  # an emptied map is news too
+    assert len(xyz) == 0 and after_clear not in (revision, after_frame)
+
+
 class FakePredictor:
     """Features that encode x (so a test can tell which voxels a pass covered)."""
 
