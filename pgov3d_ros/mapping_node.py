@@ -89,7 +89,8 @@ PARAMETERS: dict[str, tuple[object, str]] = {
     "max_depth": (5.0, "Depth readings farther than this (metres) are ignored."),
     "depth_scale": (1000.0, "16UC1 depth units per metre (1000 = millimetres)."),
     "pixel_stride": (1, "Integrate every n-th pixel in u and v (2 = a quarter of the points)."),
-    "map_publish_period": (1.0, "Seconds between ~/map_cloud messages; 0 disables."),
+    "map_publish_period": (1.0, "Seconds between ~/map_cloud messages while the map changes (an unchanged "
+                                "map is not re-sent: the topic is latched); 0 disables."),
     "diagnostics_period": (10.0, "Seconds between diagnostics log lines; 0 disables."),
     "max_queries": (32, "Longest accepted query list."),
     "max_query_length": (256, "Longest accepted query string, in characters."),
@@ -226,9 +227,16 @@ class MappingNode(Node):
                                             self._input("pose"), qos)
 
         self.map_pub = self.create_publisher(PointCloud2, "~/map_cloud", RELIABLE_LATCHED)
+        self._published_map_revision: int | None = None
         self.query_pub = self.create_publisher(PointCloud2, "~/query_cloud", RELIABLE_LATCHED)
         self.marker_pub = self.create_publisher(MarkerArray, "~/markers", RELIABLE_LATCHED)
         self.create_service(Query, "~/query", self._on_query, callback_group=services)
+        # ~/query_cloud and ~/markers are published after the reply, in their own group: their
+        # serialisation (a 1M-point answer is 22 MB) no longer delays the caller. Latest wins.
+        self._unpublished_answer: tuple | None = None
+        self._answer_lock = threading.Lock()
+        self._answer_ready = self.create_guard_condition(
+            self._publish_answer, callback_group=MutuallyExclusiveCallbackGroup())
         self.create_service(Trigger, "~/clear", self._on_clear, callback_group=services)
         self.create_service(Trigger, "~/save_map", self._on_save, callback_group=services)
         self.create_service(Trigger, "~/status", self._on_status, callback_group=services)
@@ -313,7 +321,12 @@ class MappingNode(Node):
         return Header(stamp=self.get_clock().now().to_msg(), frame_id=self.frame_id)
 
     def publish_map(self) -> None:
-        xyz, rgb = self.mapper.snapshot()
+        # Only a changed map is published again: the topic is latched, and re-sending an unchanged
+        # 1M-voxel map (16 MB) every period took the cores from queries for nothing.
+        snapshot = self.mapper.snapshot(unless_revision=self._published_map_revision)
+        if snapshot is None:
+            return
+        xyz, rgb, self._published_map_revision = snapshot
         self.map_pub.publish(points_to_cloud(xyz, rgb, self._header()))
 
     def _log_diagnostics(self) -> None:
@@ -371,10 +384,20 @@ class MappingNode(Node):
         response.success = True
         response.message = answer.message + (f" (returned the {len(answer.labels)} best of {answer.total_hits} "
                                              "labelled points)" if len(answer.labels) < answer.total_hits else "")
-        self.query_pub.publish(response.cloud)
-        self.marker_pub.publish(query_markers(answer.xyz, answer.labels, answer.texts, header))
+        with self._answer_lock:
+            self._unpublished_answer = (response.cloud, answer, header)
+        self._answer_ready.trigger()
         self.get_logger().info(f"query {answer.texts} (min_score {request.min_score:.2f}): {response.message}")
         return response
+
+    def _publish_answer(self) -> None:
+        with self._answer_lock:
+            latest, self._unpublished_answer = self._unpublished_answer, None
+        if latest is None:  # a newer answer's trigger already published it
+            return
+        cloud, answer, header = latest
+        self.query_pub.publish(cloud)
+        self.marker_pub.publish(query_markers(answer.xyz, answer.labels, answer.texts, header))
 
     def destroy_node(self) -> None:
         if hasattr(self, "mapper"):  # absent when the constructor failed (bad parameter)
