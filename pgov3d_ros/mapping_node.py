@@ -106,7 +106,8 @@ PARAMETERS: dict[str, tuple[object, str]] = {
     "torch_threads": (1, "Torch intra-op threads of the node process (0 = torch's default, one per core). One, "
                       "because torch's OpenMP threads spin-wait when other processes share the cores (a camera "
                       "driver, SLAM): measured on 2 busy cores, 640x480 integration ran at 19 frames/s with one "
-                      "thread and 3.7 with two."),
+                      "thread and 3.7 with two, and a 1M-voxel query took 0.36 s and 2.2 s (idle "
+                      "cores: 0.19 s and 0.11 s)."),
     "device": ("auto", "Device of the map, the 3D network and the text encoder: auto (CUDA when present), cpu, "
                "cuda."),
     "network_period": (2.0, "Seconds between network passes over the map (0 disables)."),
