@@ -37,16 +37,23 @@ def status(node, client):
     return json.loads(call_service(node, client, Trigger.Request()).message)
 
 
-# The node's torch thread count (its parameter torch_threads, the value config/mapping.yaml ships).
-# Every core reference runs with it, so a node/core ratio measures what the node adds, not a
-# thread-count difference (at 1M voxels the core query alone is ~1.6x faster on 2 threads than on 1).
-NODE_TORCH_THREADS = 1
+def node_torch_threads() -> int:
+    """The node's torch thread count: its declared default, which config/mapping.yaml ships (a test
+    holds the two equal). Every core reference runs with it, so a node/core ratio measures what the
+    node adds, not a thread-count difference (at 1M voxels the core query alone is ~1.6x faster on 2
+    threads than on 1). Imported here, not at module level: mapping_node imports rclpy, and main()
+    sets the DDS transport first."""
+    from pgov3d_ros.mapping_node import PARAMETERS
+
+    return int(PARAMETERS["torch_threads"][0])
 
 
 @contextlib.contextmanager
 def torch_threads(n: int):
+    """Torch intra-op threads `n` inside the block; 0 keeps torch's default, as the node does."""
     before = torch.get_num_threads()
-    torch.set_num_threads(n)
+    if n > 0:
+        torch.set_num_threads(n)
     try:
         yield
     finally:
@@ -58,7 +65,7 @@ def core_ceiling(scene: Path) -> float:
     node's torch thread count."""
     frames = list(Scene(scene))
     vmap = VoxelMap(voxel_size=0.02, max_depth=5.0)
-    with torch_threads(NODE_TORCH_THREADS):
+    with torch_threads(node_torch_threads()):
         vmap.integrate(frames[0])  # warm-up
         t = time.perf_counter()
         for f in frames:
@@ -118,7 +125,7 @@ def bench_integration(tmp: Path, scene: Path, frames: int, hz: float, source: st
     reliability = "reliable" if source == "replay" else "best_effort"
     cmd = node_command("mapping_node", "pgov3d", SHARE / "config" / "mapping.yaml",
                        "-p", "map_publish_period:=0.0", "-p", "network_period:=0.0",
-                       "-p", f"input_reliability:={reliability}", "-p", f"torch_threads:={NODE_TORCH_THREADS}")
+                       "-p", f"input_reliability:={reliability}", "-p", f"torch_threads:={node_torch_threads()}")
     with running_node(cmd, tmp / f"node_{source}_{hz:g}.log"):
         node = rclpy.create_node("pgov3d_bench")
         client = node.create_client(Trigger, "/pgov3d/status")
@@ -181,6 +188,7 @@ def bench_query(tmp: Path, voxels: int, repeats: int) -> None:
     from pgov3d_interfaces.srv import Query
     from pgov3d_ros.conversions import points_to_cloud
 
+    threads = node_torch_threads()
     side = round(voxels ** (1 / 3)) + 1
     grid = torch.stack(torch.meshgrid(*(torch.arange(side),) * 3, indexing="ij"), -1).reshape(-1, 3)[:voxels]
     vmap = VoxelMap(voxel_size=0.02, max_voxels=voxels)
@@ -190,14 +198,14 @@ def bench_query(tmp: Path, voxels: int, repeats: int) -> None:
     cmd = node_command("mapping_node", "pgov3d", SHARE / "config" / "mapping.yaml",
                        "-p", f"initial_map:={path}", "-p", "text_encoder_random_init:=true",
                        "-p", "text_encoder_random_dim:=512", "-p", f"max_voxels:={voxels}",
-                       "-p", "network_period:=0.0", "-p", f"torch_threads:={NODE_TORCH_THREADS}")
+                       "-p", "network_period:=0.0", "-p", f"torch_threads:={threads}")
     # The core's share, in the same run on the same map file and thread count: OnlineMapper.query
     # (text encoding, the map query, the selection of labelled points) plus the PointCloud2 build.
     mapper = OnlineMapper(VoxelMap.load(path), text_encoder=TextEncoder(
         {"backend": "open_clip", "random_init": True, "model_cfg": tiny_clip_config(512), "device": "cpu"}))
 
     def core_query(texts):
-        with torch_threads(NODE_TORCH_THREADS):
+        with torch_threads(threads):
             answer = mapper.query(texts, 0.0)
         return points_to_cloud(answer.xyz, answer.rgb, Header(frame_id="map"), label=answer.labels,
                                score=answer.scores)
@@ -221,7 +229,7 @@ def bench_query(tmp: Path, voxels: int, repeats: int) -> None:
             assert res.success, res.message
             core_ms = float(np.percentile(core_times, 50))
             print(f"| N2 core: OnlineMapper.query + PointCloud2 build, {len(mapper.map) / 1e6:.2f}M voxels, "
-                  f"{q} text(s), {NODE_TORCH_THREADS} torch thread(s) like the node | "
+                  f"{q} text(s), {threads or torch.get_num_threads()} torch thread(s) like the node | "
                   f"p50 {core_ms:.0f} ms | reference |", flush=True)
             p95 = np.percentile(node_times, 95)
             goal = "≤ 2x core" + (f": {'met' if p95 <= 2 * core_ms else 'MISSED'}" if voxels >= 1_000_000 else "")
