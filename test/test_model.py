@@ -143,6 +143,31 @@ def test_config_errors_are_explicit():
     assert [d.conv.out_channels for d in m.down] == [8, 16, 24]
 
 
+def test_hidden_head_layer_lifts_the_output_out_of_the_last_widths_subspace():
+    """A linear head puts every voxel feature in an affine subspace of dimension dec_channels[-1]
+    (16 in the tiny preset) of the text space, so at most 17 directions are reachable however long it
+    trains; head_channels adds a pointwise layer whose ReLU lifts the output out of that subspace."""
+    batch = collate_clouds(_clouds((3000, 2000)))
+
+    def centred_rank(model):
+        with torch.no_grad():
+            v = model.eval().forward_voxels(batch)
+        return int(torch.linalg.matrix_rank(v - v.mean(0), rtol=1e-4))
+
+    linear = _tiny(64)
+    full = resolve_model_config({"preset": "tiny", "out_channels": 64})
+    assert linear.head_hidden is None and full["head_channels"] == 0
+    assert centred_rank(linear) <= 16
+    hidden = _tiny(64, head_channels=48)
+    assert hidden.head.in_features == 48
+    assert centred_rank(hidden) > 16
+    with pytest.raises(ValueError, match="head_channels"):
+        _tiny(64, head_channels=-1)
+    # A model config without the key (checkpoints written before it existed) loads as a linear head.
+    stored = {k: v for k, v in full.items() if k != "head_channels"}
+    build_model(stored).load_state_dict(linear.state_dict())
+
+
 # ------------------------------------------------------------------------- MinkowskiEngine adapter
 
 

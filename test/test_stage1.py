@@ -338,6 +338,16 @@ def test_init_from_loads_weights_and_data_loader_workers_do_not_change_batches(s
     second.fit()
     for (name, p), q in zip(first.model.named_parameters(), second.model.parameters(), strict=True):
         assert torch.equal(p, q), name
+    # A checkpoint written before model.head_channels existed (no such key) is the same architecture;
+    # another architecture is refused by name.
+    old = ckpt_io.load_checkpoint(tmp_path / "a" / "checkpoints" / "last.pt")
+    old["model_config"] = {k: v for k, v in old["model_config"].items() if k != "head_channels"}
+    torch.save(old, tmp_path / "old.pt")
+    make_stage1_trainer(stage1_cfg(scenes[:2], "train.steps=1", f"train.init_from={tmp_path / 'old.pt'}"),
+                        tmp_path / "e").init_weights(tmp_path / "old.pt")
+    wider = make_stage1_trainer(stage1_cfg(scenes[:2], "train.steps=1", "model.head_channels=32"), tmp_path / "f")
+    with pytest.raises(ValueError, match="model config differs"):
+        wider.init_weights(tmp_path / "old.pt")
     # Worker processes load the same step-seeded samples as the main process.
     cfg = stage1_cfg(scenes[:2], "train.steps=3", "train.num_workers=2")
     loader_workers = make_stage1_trainer(cfg, tmp_path / "c")._loader(0)

@@ -35,7 +35,7 @@ PRESETS: dict[str, dict] = {
 }
 DEFAULT_PRESET = "minkunet18a"
 _ARCH_KEYS = ("stem_channels", "stem_kernel", "stem_depth", "enc_channels", "enc_depths", "dec_channels",
-              "dec_depths", "bn_momentum")
+              "dec_depths", "bn_momentum", "head_channels")
 _OTHER_KEYS = ("preset", "backend", "algo", "inputs", "in_channels", "out_channels")
 
 
@@ -52,6 +52,7 @@ def resolve_model_config(cfg: dict | None) -> dict:
     out = copy.deepcopy(PRESETS[preset])
     out.update({k: cfg[k] for k in _ARCH_KEYS if k in cfg})
     out.setdefault("bn_momentum", 0.1)
+    out.setdefault("head_channels", 0)  # checkpoints from before the option have a linear head
     out["preset"] = preset
     out["backend"] = cfg.get("backend", "spconv")
     out["algo"] = cfg.get("algo", "auto")

@@ -195,7 +195,7 @@ class Trainer:
             self.scaler.load_state_dict(ckpt["scaler"])
         ckpt_io.restore_rng_state(ckpt["rng"])
         old_model = ckpt.get("model_config")
-        if self.model_config and old_model and old_model != self.model_config:
+        if self.model_config and old_model and not _same_architecture(old_model, self.model_config):
             log.warning("resuming from %s whose model config differs from the current one", path)
         if ckpt.get("world_size", 1) != self.ctx.world_size:
             log.warning("resuming a %d-process run with %d processes: later steps see different data",
@@ -206,7 +206,8 @@ class Trainer:
     def init_weights(self, path: str | os.PathLike) -> None:
         """Start from another run's network (weights only; optimiser, schedule and step start fresh)."""
         ckpt = ckpt_io.load_checkpoint(path, map_location="cpu")
-        if self.model_config and ckpt.get("model_config") and ckpt["model_config"] != self.model_config:
+        if self.model_config and ckpt.get("model_config") and not _same_architecture(ckpt["model_config"],
+                                                                                      self.model_config):
             raise ValueError(f"train.init_from {path}: its model config differs from this run's "
                              f"({ckpt['model_config']} vs {self.model_config})")
         self.model.load_state_dict(ckpt["model"])
@@ -325,6 +326,17 @@ class Trainer:
             if writer is not None:
                 writer.close()
         return self.history
+
+
+def _same_architecture(a: dict, b: dict) -> bool:
+    """Whether two model configs build the same network, compared fully resolved so that a
+    checkpoint written before a key existed (it stores no `head_channels`) matches its default."""
+    from pgov3d_core.models import resolve_model_config
+
+    try:
+        return resolve_model_config(a) == resolve_model_config(b)
+    except ValueError:
+        return a == b
 
 
 def read_metrics(run_dir: str | os.PathLike) -> list[dict]:
