@@ -137,3 +137,27 @@ def test_voxel_form_equals_the_per_point_loss_and_its_gradient():
     assert float(empty.total) == 0.0
     with pytest.raises(ValueError, match="labels for"):
         pgov3d_loss_voxels(vox, inverse, labels[:10], text)
+
+
+def test_class_balance_weights_each_point_by_its_entitys_count_to_the_minus_p():
+    """Off by default (Eq. 2's plain mean); p = 1 makes every entity count equally, whatever its
+    number of points; the voxel form agrees with the per-point form."""
+    from pgov3d_core.losses import pgov3d_loss_voxels
+
+    # Entity 0: three points with cos 1 (term 0); entity 1: one point with cos 0 (term 1).
+    feats = torch.tensor([[1.0, 0.0], [2.0, 0.0], [3.0, 0.0], [1.0, 0.0]])
+    labels = torch.tensor([0, 0, 0, 1])
+    assert math.isclose(float(alignment_loss(feats, labels, TEXT)), 0.25, abs_tol=1e-6)
+    assert math.isclose(float(alignment_loss(feats, labels, TEXT, class_balance=0.0)), 0.25, abs_tol=1e-6)
+    assert math.isclose(float(alignment_loss(feats, labels, TEXT, class_balance=1.0)), 0.5, abs_tol=1e-6)
+    # p = 0.5: weights 3^-0.5 (x3) and 1 → 1 / (3·3^-0.5 + 1) = 1 / (√3 + 1).
+    assert math.isclose(float(alignment_loss(feats, labels, TEXT, class_balance=0.5)), 1 / (math.sqrt(3) + 1),
+                        abs_tol=1e-6)
+    # Unlabelled points neither count nor change the entity counts.
+    with_unlabelled = torch.cat([feats, torch.tensor([[0.0, 1.0]])])
+    assert math.isclose(float(alignment_loss(with_unlabelled, torch.tensor([0, 0, 0, 1, -1]), TEXT, 1.0)), 0.5,
+                        abs_tol=1e-6)
+    got = pgov3d_loss_voxels(feats, torch.arange(4), labels, TEXT, None, class_balance=1.0)
+    assert math.isclose(float(got.alignment), 0.5, abs_tol=1e-6)
+    with pytest.raises(ValueError, match="class_balance"):
+        alignment_loss(feats, labels, TEXT, class_balance=-1.0)

@@ -168,6 +168,29 @@ def test_pairs_are_the_same_physical_points_and_augmentation_is_shared(scenes):
     assert s.cloud_a.num_points == a.points.shape[0] and s.cloud_b.num_points == b.points.shape[0]
 
 
+def test_thinning_keeps_one_point_per_cell_and_pairs_stay_matched(scenes):
+    """augment.thin draws one grid cell size per pair and keeps one random point per cell of both
+    frames; matched pairs index the thinned points. Off ([0, 0], the default) the samples are
+    exactly those of a config without the key."""
+    base = {"pixel_stride": 1, "pair_offset": [1, 2], "match_voxel": 0.03, "max_pairs": 500, "voxel_size": 0.05}
+    plain = PartialSceneDataset(scenes[:1], "oracle", base)
+    off = PartialSceneDataset(scenes[:1], "oracle", {**base, "augment": {"thin": [0.0, 0.0]}})
+    s0, s1 = plain.get(2, seeded_generator(7, 2)), off.get(2, seeded_generator(7, 2))
+    assert torch.equal(s0.pairs, s1.pairs) and torch.equal(s0.cloud_a.feats, s1.cloud_a.feats)
+    thin = PartialSceneDataset(scenes[:1], "oracle", {**base, "augment": {"thin": [0.15, 0.15]}})
+    s = thin.get(2, seeded_generator(7, 2))
+    si, fi = thin.items[2]
+    full = thin.load_frame(si, fi)
+    assert s.cloud_a.num_points < full.points.shape[0] // 2  # many pixels per 15 cm cell
+    from pgov3d_core.geometry import voxel_coords
+    cells_full = torch.unique(voxel_coords(full.points, 0.15), dim=0).shape[0]
+    assert s.cloud_a.num_points == cells_full  # exactly one point per occupied cell
+    assert 0 < s.pairs.shape[0] and int(s.pairs[:, 0].max()) < s.cloud_a.num_points
+    assert int(s.pairs[:, 1].max()) < s.cloud_b.num_points
+    with pytest.raises(ValueError, match="thin"):
+        AugmentConfig.from_dict({"thin": [0.05, 0.01]})
+
+
 def test_height_input_is_built_the_same_in_stage1_stage2_and_inference(scenes, tmp_path):
     """data.height=true: the model takes colour + world z; the checkpoint records it, and stage 2
     and inference (evaluation, the node) build that input from full clouds."""

@@ -83,9 +83,10 @@ class AlignmentObjective:
     """Eq. 5 on a LabelledBatch: alignment over all labelled points, consistency over the matched
     pairs A weighted by λ (stage 1; stage 2's batches have no pairs and λ = 0)."""
 
-    def __init__(self, bank: TextEmbeddingBank, lam: float = DEFAULT_LAMBDA):
+    def __init__(self, bank: TextEmbeddingBank, lam: float = DEFAULT_LAMBDA, class_balance: float = 0.0):
         self.bank = bank
         self.lam = float(lam)
+        self.class_balance = float(class_balance)  # 0: Eq. 2's plain mean (losses.py)
 
     def __call__(self, model: nn.Module, batch: LabelledBatch) -> LossTerms:
         sparse = batch.sparse
@@ -94,7 +95,8 @@ class AlignmentObjective:
         rows = torch.arange(sparse.num_voxels, device=sparse.coords.device)
         voxels = model(dataclasses.replace(sparse, inverse=rows, point_batch=sparse.coords[:, 0].long()))
         text = self.bank(batch.vocabulary)
-        return pgov3d_loss_voxels(voxels, sparse.inverse, batch.labels, text, batch.pairs, self.lam)
+        return pgov3d_loss_voxels(voxels, sparse.inverse, batch.labels, text, batch.pairs, self.lam,
+                                  self.class_balance)
 
     def checkpoint_metadata(self) -> dict:
         return {"text_encoder": {"identity": self.bank.identity, "dim": int(self.bank.encoder.dim)},

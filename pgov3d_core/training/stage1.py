@@ -94,7 +94,8 @@ def build_stage1(cfg: dict, ctx: DistContext | None = None):
         model = build_model(full_model_cfg)
     dataset = PartialSceneDataset(resolve_scenes(data_cfg, ctx), data_cfg.get("labels", "oracle"), dcfg)
     lam = float(get(cfg, "loss.lambda", DEFAULT_LAMBDA))
-    objective = AlignmentObjective(TextEmbeddingBank(encoder, ctx.device), lam)
+    objective = AlignmentObjective(TextEmbeddingBank(encoder, ctx.device), lam,
+                                   float(get(cfg, "loss.class_balance", 0.0)))
     return model, dataset, objective, full_model_cfg, encoder
 
 

@@ -26,7 +26,7 @@ import torch
 
 from pgov3d_core.config import from_section, section
 from pgov3d_core.data.scene import Scene
-from pgov3d_core.geometry import backproject, match_frames
+from pgov3d_core.geometry import backproject, match_frames, random_grid_sample
 from pgov3d_core.models.batch import VoxelCloud, collate_clouds, point_offsets, voxelize_cloud
 from pgov3d_core.models.inputs import input_channels, point_inputs
 from pgov3d_core.training.augment import Augmentation, AugmentConfig
@@ -177,13 +177,14 @@ class PartialSceneDataset:
         feats = point_inputs(self.cfg.inputs, aug.colors(fp.colors), points, normals)
         return voxelize_cloud(points, feats, self.cfg.voxel_size)
 
-    def _subsample(self, fp: FramePoints, g: torch.Generator) -> FramePoints:
+    def _subsample(self, fp: FramePoints, g: torch.Generator, thin_cell: float = 0.0) -> FramePoints:
+        """Thinning (augment.thin: one random point per grid cell), then at most max_points."""
+        if thin_cell > 0 and fp.points.shape[0]:
+            fp = _take(fp, random_grid_sample(fp.points, thin_cell, g).sort().values)
         m = self.cfg.max_points
         if m is None or fp.points.shape[0] <= m:
             return fp
-        keep = torch.randperm(fp.points.shape[0], generator=g)[:m].sort().values
-        return FramePoints(fp.points[keep], fp.colors[keep], None if fp.normals is None else fp.normals[keep],
-                           fp.labels[keep], fp.names)
+        return _take(fp, torch.randperm(fp.points.shape[0], generator=g)[:m].sort().values)
 
     # ------------------------------------------------------------------ pairs
 
@@ -204,8 +205,9 @@ class PartialSceneDataset:
     def get(self, index: int, generator: torch.Generator) -> Stage1Sample:
         si, fi = self.items[index]
         fj = self.partner_index(si, fi, generator)
-        a = self._subsample(self.load_frame(si, fi), generator)
-        b = self._subsample(self.load_frame(si, fj), generator)
+        thin = self.cfg.augment.thin_cell(generator)  # one density for both frames of the pair
+        a = self._subsample(self.load_frame(si, fi), generator, thin)
+        b = self._subsample(self.load_frame(si, fj), generator, thin)
         pairs = match_frames(a.points, b.points, self.cfg.match_voxel, self.cfg.max_pairs, generator)
         # Joint vocabulary of the two frames, restricted to entities that occur.
         present = sorted({a.names[k] for k in a.labels[a.labels >= 0].unique().tolist()}
@@ -226,6 +228,11 @@ class PartialSceneDataset:
 
     def collate(self, samples: list[Stage1Sample]) -> LabelledBatch:
         return collate_stage1(samples)
+
+
+def _take(fp: FramePoints, keep: torch.Tensor) -> FramePoints:
+    return FramePoints(fp.points[keep], fp.colors[keep], None if fp.normals is None else fp.normals[keep],
+                       fp.labels[keep], fp.names)
 
 
 def collate_stage1(samples: list[Stage1Sample]) -> LabelledBatch:

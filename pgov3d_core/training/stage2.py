@@ -11,7 +11,8 @@ stage-1 model's point-wise pseudo-labels.
 
 Config sections: run_dir, model (only for from-scratch runs; otherwise the stage-1 checkpoint's
 architecture), text_encoder, data (scenes | root, labels, voxel_size, max_points, augment),
-pseudo (checkpoint, voxel_size, temperature, confidence, min_passes, max_passes), train, dist.
+pseudo (checkpoint, voxel_size, temperature, confidence, min_passes, max_passes), loss
+(class_balance: 0 = Eq. 2's plain mean, see losses.py), train, dist.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from torch import nn
 
 from pgov3d_core.config import from_section, get, merge, section
 from pgov3d_core.data.scene import Scene, SceneError
+from pgov3d_core.geometry import random_grid_sample
 from pgov3d_core.inference import PointFeaturePredictor
 from pgov3d_core.labelling.text_encoder import TextEncoder
 from pgov3d_core.models import build_model, resolve_model_config
@@ -174,6 +176,10 @@ class FullSceneDataset:
             centre = xyz[int(torch.randint(xyz.shape[0], (1,), generator=generator))]
             keep = torch.argsort(((xyz - centre) ** 2).sum(1))[: self.cfg.max_points]
             xyz, rgb, labels = xyz[keep], rgb[keep], labels[keep]
+        thin = self.cfg.augment.thin_cell(generator)
+        if thin > 0:
+            keep = random_grid_sample(xyz, thin, generator)
+            xyz, rgb, labels = xyz[keep], rgb[keep], labels[keep]
         aug = Augmentation.sample(self.cfg.augment, generator)
         pts = aug.points(xyz, xyz.mean(dim=0))
         feats = point_inputs(self.inputs, aug.colors(rgb.to(torch.float32) / 255.0), pts)
@@ -229,7 +235,8 @@ def run_stage2(cfg: dict, run_dir: str | os.PathLike | None = None, resume: bool
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(int(get(cfg, "train.seed", 0)))
         model: nn.Module = build_model(model_cfg)
-    objective = AlignmentObjective(TextEmbeddingBank(encoder, ctx.device), lam=0.0)
+    objective = AlignmentObjective(TextEmbeddingBank(encoder, ctx.device), lam=0.0,
+                                   class_balance=float(get(cfg, "loss.class_balance", 0.0)))
     trainer = Trainer(model, dataset, objective, cfg, run_dir or cfg.get("run_dir") or "outputs/stage2", ctx,
                       model_config=model_cfg, stage="stage2")
     trainer.fit(resume)
