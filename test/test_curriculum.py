@@ -27,6 +27,12 @@ def small_config(tmp: Path, **extra) -> dict:
         # stage 1 better (mIoU 20.2) but stage 2 label half the held-out floor "ceiling" (12.9; on
         # the EPYC) - without height or normals the two planes differ only by context. Issue 13.
         "stage1.overrides.data.voxel_size=0.05",
+        # The demo's hidden head layer and thinning (README "What limited stage 1") are off here: at
+        # this size and 450 steps the head did not learn above this test's bar (overall accuracy 32.7 %
+        # with thinning, 33.4 % without, majority 30.1 %; 2-core AMD EPYC), and 80x60 frames are
+        # already sparser than thinning's 2-6 cm cells. Issue 13.
+        "stage1.overrides.model.head_channels=0",
+        "stage1.overrides.data.augment.thin=[0.0,0.0]",
         "stage1.overrides.train.tensorboard=false",
         "stage2.overrides.train.steps=60", "stage2.overrides.train.ckpt_every=30",
         "stage2.overrides.train.tensorboard=false", "stage2.overrides.pseudo.max_passes=4",
