@@ -59,6 +59,20 @@ def _run(module: str, *args: str) -> subprocess.CompletedProcess:
                           timeout=600, cwd=ROOT)
 
 
+def test_stage1_refuses_bad_settings_in_one_line(tmp_path):
+    scenes = generate_dataset(tmp_path / "scenes", [0], n_frames=4, width=48, height=36, density=50)
+    common = ["--config", "config/stage1.yaml", "--run-dir", str(tmp_path / "s1"),
+              f"data.scenes={json.dumps([str(p) for p in scenes])}", "data.synthetic=null", "train.steps=1"]
+    for setting, message in (("loss.class_balance=-1", "error: loss.class_balance must be >= 0"),
+                             ("data.augment.thin=[0.1,0.0]", "error: data.augment: thin must be [min, max]"),
+                             ("model.head_channels=-3", "error: head_channels must be >= 0")):
+        bad = _run("pgov3d_core.tools.train_stage1", *common, setting)
+        assert bad.returncode == 2 and "Traceback" not in bad.stderr, bad.stderr[-2000:]
+        errors = [ln for ln in bad.stderr.splitlines() if ln.startswith("error:")]
+        assert len(errors) == 1 and errors[0].startswith(message), errors
+    assert not (tmp_path / "s1" / "checkpoints").exists()
+
+
 @pytest.mark.slow
 def test_stage2_runs_alone_on_a_stage1_checkpoint(tmp_path):
     scenes = generate_dataset(tmp_path / "scenes", [0, 1], n_frames=6, width=80, height=60, density=100)

@@ -161,3 +161,7 @@ def test_class_balance_weights_each_point_by_its_entitys_count_to_the_minus_p():
     assert math.isclose(float(got.alignment), 0.5, abs_tol=1e-6)
     with pytest.raises(ValueError, match="class_balance"):
         alignment_loss(feats, labels, TEXT, class_balance=-1.0)
+    from pgov3d_core.training.objective import AlignmentObjective
+
+    with pytest.raises(ValueError, match="loss.class_balance"):
+        AlignmentObjective(bank=None, class_balance=-0.5)  # a bad config stops the run before any data loads

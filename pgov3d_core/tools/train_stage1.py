@@ -14,12 +14,18 @@ os.environ.setdefault("MKL_CBWR", "AUTO,STRICT")
 
 import sys  # noqa: E402
 
+from pgov3d_core.config import ConfigError  # noqa: E402
+from pgov3d_core.data.scene import SceneError  # noqa: E402
 from pgov3d_core.tools._training_cli import training_main  # noqa: E402
+from pgov3d_core.training.checkpoint import CheckpointError  # noqa: E402
 from pgov3d_core.training.stage1 import run_stage1  # noqa: E402
+from pgov3d_core.weights import WeightsError  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
-    return training_main(argv, 1, __doc__, lambda cfg, args: run_stage1(cfg, args.run_dir, args.resume))
+    # A bad setting or scene is one "error:" line and exit status 2, as train_stage2 does.
+    return training_main(argv, 1, __doc__, lambda cfg, args: run_stage1(cfg, args.run_dir, args.resume),
+                         errors=(ConfigError, CheckpointError, SceneError, WeightsError, FileNotFoundError, ValueError))
 
 
 if __name__ == "__main__":

@@ -87,6 +87,8 @@ class AlignmentObjective:
         self.bank = bank
         self.lam = float(lam)
         self.class_balance = float(class_balance)  # 0: Eq. 2's plain mean (losses.py)
+        if self.class_balance < 0:  # refused when the run starts, not at its first step
+            raise ValueError(f"loss.class_balance must be >= 0 (0: the paper's plain mean), got {class_balance}")
 
     def __call__(self, model: nn.Module, batch: LabelledBatch) -> LossTerms:
         sparse = batch.sparse

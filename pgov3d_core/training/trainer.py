@@ -35,6 +35,7 @@ from pgov3d_core.allocator import retain_freed_memory
 from pgov3d_core.config import from_section
 from pgov3d_core.fileio import atomic_write_bytes
 from pgov3d_core.losses import LossTerms
+from pgov3d_core.models import resolve_model_config
 from pgov3d_core.training import checkpoint as ckpt_io
 from pgov3d_core.training.distributed import DistContext, barrier, mean_across_ranks
 from pgov3d_core.training.sampling import SampleSource, SeededDataset, StepBatchSampler
@@ -331,8 +332,6 @@ class Trainer:
 def _same_architecture(a: dict, b: dict) -> bool:
     """Whether two model configs build the same network, compared fully resolved so that a
     checkpoint written before a key existed (it stores no `head_channels`) matches its default."""
-    from pgov3d_core.models import resolve_model_config
-
     try:
         return resolve_model_config(a) == resolve_model_config(b)
     except ValueError:
