@@ -46,6 +46,11 @@ def test_output_is_per_point_and_unit_norm():
     # Points of one voxel get that voxel's feature.
     same = batch.inverse == batch.inverse[0]
     assert same.sum() > 1 and torch.equal(out[same], out[0].expand(int(same.sum()), -1))
+    # inverse None (the training objective's call): one unit row per voxel, the same features.
+    import dataclasses
+    voxels = _tiny(48)(dataclasses.replace(batch, inverse=None))
+    assert voxels.shape == (batch.num_voxels, 48)
+    assert torch.allclose(voxels[batch.inverse], out, atol=1e-6)
 
 
 def test_two_clouds_in_one_batch_equal_each_cloud_alone():

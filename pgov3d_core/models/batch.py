@@ -19,11 +19,12 @@ from pgov3d_core.geometry import voxelize
 class SparseBatch:
     """coords: (M, 4) int32 [batch, x, y, z], non-negative per cloud, unique per cloud.
     feats: (M, C) float32 voxel features. inverse: (N,) int64 point → voxel row (global).
-    point_batch: (N,) int64 cloud index of every point. batch_size: number of clouds B."""
+    point_batch: (N,) int64 cloud index of every point. batch_size: number of clouds B.
+    inverse None asks the model for one output row per voxel (the training objective's use)."""
 
     coords: torch.Tensor
     feats: torch.Tensor
-    inverse: torch.Tensor
+    inverse: torch.Tensor | None
     point_batch: torch.Tensor
     batch_size: int
 

@@ -176,6 +176,9 @@ class SparseUNet(nn.Module):
 
     def forward(self, batch: SparseBatch) -> torch.Tensor:
         """(N, out_channels) L2-normalised features of every point (voxel features gathered
-        through batch.inverse). Normalised in float32 so AMP never divides in half precision."""
-        voxel = self.forward_voxels(batch)
-        return F.normalize(voxel.float(), dim=1, eps=1e-6)[batch.inverse]
+        through batch.inverse; one per voxel when it is None). Normalised in float32 so AMP never
+        divides in half precision."""
+        voxel = F.normalize(self.forward_voxels(batch).float(), dim=1, eps=1e-6)
+        # inverse None: one row per voxel (the training objective's per-voxel loss; an identity
+        # gather there cost an (M, D) copy and a sorted index_put in backward every step)
+        return voxel if batch.inverse is None else voxel[batch.inverse]

@@ -92,10 +92,9 @@ class AlignmentObjective:
 
     def __call__(self, model: nn.Module, batch: LabelledBatch) -> LossTerms:
         sparse = batch.sparse
-        # The network's per-voxel features (an identity point → voxel map, through the model's own
-        # forward, so DDP still sees the call); the per-point loss is evaluated on them exactly.
-        rows = torch.arange(sparse.num_voxels, device=sparse.coords.device)
-        voxels = model(dataclasses.replace(sparse, inverse=rows, point_batch=sparse.coords[:, 0].long()))
+        # The network's per-voxel features (inverse None, through the model's own forward, so DDP
+        # still sees the call); the per-point loss is evaluated on them exactly.
+        voxels = model(dataclasses.replace(sparse, inverse=None, point_batch=sparse.coords[:, 0].long()))
         text = self.bank(batch.vocabulary)
         return pgov3d_loss_voxels(voxels, sparse.inverse, batch.labels, text, batch.pairs, self.lam,
                                   self.class_balance)
