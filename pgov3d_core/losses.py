@@ -154,8 +154,8 @@ def pgov3d_loss_voxels(
     else:
         lab = _vocabulary_rows(labels[mask], text_embeddings)
         # cos = (x · t̂) / |x|, scaling the small (M, V) product instead of normalising the (M, D)
-        # features: the same cosines, but autograd keeps one (M, D) temporary fewer, and on a
-        # 2-core CPU the (M, D) elementwise passes (mostly fresh-page faults) were a tenth of a step.
+        # features: the same cosines with one (M, D) elementwise pass and temporary fewer in
+        # forward and backward (such passes were the largest non-convolution cost of a step).
         inv_norm = vf.norm(dim=-1, keepdim=True).clamp_min(_EPS).reciprocal()
         cos = (vf @ F.normalize(text_embeddings.float(), dim=-1, eps=_EPS).T) * inv_norm  # (M, V)
         align = _mean_over_points(1.0 - cos[inverse[mask], lab], lab, text_embeddings.shape[0], class_balance)

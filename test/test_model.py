@@ -1,6 +1,7 @@
 """3D backbone: shapes, normalisation, batch independence, CPU gradients, presets, backends and the
 spconv CPU workarounds (each checked in both directions: still needed, and still working)."""
 
+import dataclasses
 import os
 
 import pytest
@@ -47,9 +48,9 @@ def test_output_is_per_point_and_unit_norm():
     same = batch.inverse == batch.inverse[0]
     assert same.sum() > 1 and torch.equal(out[same], out[0].expand(int(same.sum()), -1))
     # inverse None (the training objective's call): one unit row per voxel, the same features.
-    import dataclasses
-    voxels = _tiny(48)(dataclasses.replace(batch, inverse=None))
-    assert voxels.shape == (batch.num_voxels, 48)
+    per_voxel = dataclasses.replace(batch, inverse=None)
+    voxels = _tiny(48)(per_voxel)
+    assert voxels.shape == (batch.num_voxels, 48) and per_voxel.num_points == batch.num_voxels
     assert torch.allclose(voxels[batch.inverse], out, atol=1e-6)
 
 

@@ -30,7 +30,8 @@ class SparseBatch:
 
     @property
     def num_points(self) -> int:
-        return int(self.inverse.shape[0])
+        """Rows of the model's output: points, or voxels when inverse is None."""
+        return self.num_voxels if self.inverse is None else int(self.inverse.shape[0])
 
     @property
     def num_voxels(self) -> int:

@@ -94,7 +94,7 @@ class AlignmentObjective:
         sparse = batch.sparse
         # The network's per-voxel features (inverse None, through the model's own forward, so DDP
         # still sees the call); the per-point loss is evaluated on them exactly.
-        voxels = model(dataclasses.replace(sparse, inverse=None, point_batch=sparse.coords[:, 0].long()))
+        voxels = model(dataclasses.replace(sparse, inverse=None))
         text = self.bank(batch.vocabulary)
         return pgov3d_loss_voxels(voxels, sparse.inverse, batch.labels, text, batch.pairs, self.lam,
                                   self.class_balance)
