@@ -3,6 +3,8 @@ frame-overlap matching. Vectorised torch; every function runs on the device of i
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 
@@ -115,6 +117,12 @@ def backproject(
     points = transform_points(cam, pose)
     pixel_index = v * w + u
     return points, pixel_index
+
+
+def rotation_z(angle: float) -> torch.Tensor:
+    """(3, 3) float32 rotation by `angle` radians about the z (vertical) axis."""
+    c, s = math.cos(angle), math.sin(angle)
+    return torch.tensor([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]], dtype=torch.float32)
 
 
 def transform_points(points: torch.Tensor, pose) -> torch.Tensor:

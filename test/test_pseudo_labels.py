@@ -32,7 +32,7 @@ def test_every_point_gets_probabilities_averaged_over_its_passes():
     text = torch.eye(3)
     calls = []
 
-    def stub(idx):
+    def stub(idx, angle):
         # Points of even voxels look like text 0; odd voxels: like text 1 in one pass, text 2 in
         # the next (so their average is split); the subset is recorded.
         calls.append(idx.clone())
@@ -60,7 +60,7 @@ def test_averaging_and_threshold_with_repeated_passes():
     text = torch.eye(2)
     state = {"k": 0}
 
-    def stub(idx):
+    def stub(idx, angle):
         state["k"] += 1
         feats = torch.zeros(len(idx), 2)
         feats[:, 0 if state["k"] <= 3 else 1] = 1.0  # 3 passes say a, 1 pass says b
@@ -75,11 +75,36 @@ def test_averaging_and_threshold_with_repeated_passes():
     assert pl.labels[0] == -1 and pl.confidence[0] == pytest.approx(0.5)
 
 
+def test_rotated_passes_draw_their_own_angle_and_turn_the_subset_rigidly():
+    from pgov3d_core.training.stage2 import turned
+
+    xyz = grid_cloud(n_side=2, per_voxel=1)
+    angles = {True: [], False: []}
+    for rotate in (True, False):
+        def stub(idx, angle, rotate=rotate):
+            angles[rotate].append(angle)
+            return torch.ones(len(idx), 2)
+
+        pseudo_label_points(stub, xyz, torch.eye(2), ["a", "b"], voxel_size=0.1, min_passes=5,
+                            generator=torch.Generator().manual_seed(3), rotate_z=rotate)
+    assert angles[False] == [0.0] * 5
+    assert len(set(angles[True])) == 5 and all(0.0 <= a < 2 * np.pi for a in angles[True])
+    # The subset turns about its centroid's vertical axis: heights, centroid and distances stay.
+    pts = torch.rand(50, 3, generator=torch.Generator().manual_seed(0)) * 4
+    out = turned(pts, 1.1)
+    torch.testing.assert_close(out[:, 2], pts[:, 2])
+    torch.testing.assert_close(out.mean(0), pts.mean(0), atol=1e-5, rtol=0)
+    def dist(p):
+        return (p[:, None] - p[None]).norm(dim=-1)
+    torch.testing.assert_close(dist(out), dist(pts), atol=1e-4, rtol=0)
+    assert not torch.allclose(out, pts) and turned(pts, 0.0) is pts
+
+
 def test_empty_vocabulary_and_mismatch_are_errors():
     with pytest.raises(ValueError, match="empty scene vocabulary"):
-        pseudo_label_points(lambda i: torch.zeros(len(i), 2), torch.zeros(3, 3), torch.zeros(0, 2), [])
+        pseudo_label_points(lambda i, a: torch.zeros(len(i), 2), torch.zeros(3, 3), torch.zeros(0, 2), [])
     with pytest.raises(ValueError, match="2 vocabulary entries but 3"):
-        pseudo_label_points(lambda i: torch.zeros(len(i), 2), torch.zeros(3, 3), torch.zeros(3, 2), ["a", "b"])
+        pseudo_label_points(lambda i, a: torch.zeros(len(i), 2), torch.zeros(3, 3), torch.zeros(3, 2), ["a", "b"])
 
 
 def test_cache_round_trip_and_stale_or_corrupt_files(tmp_path, caplog):

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import torch
 
 from pgov3d_core.config import from_section
+from pgov3d_core.geometry import rotation_z
 
 
 @dataclass
@@ -78,11 +79,8 @@ class Augmentation:
     def sample(cls, cfg: AugmentConfig, g: torch.Generator) -> Augmentation:
         if not cfg.enabled:
             return cls.identity()
-        a = float(_uniform(g, -cfg.rotate_z, cfg.rotate_z))
-        c, s = math.cos(a), math.sin(a)
-        rot = torch.tensor([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]], dtype=torch.float32)
         return cls(
-            rotation=rot,
+            rotation=rotation_z(float(_uniform(g, -cfg.rotate_z, cfg.rotate_z))),
             scale=float(_uniform(g, *cfg.scale)),
             shift=_uniform(g, -cfg.translate, cfg.translate, (3,)).float(),
             contrast=float(_uniform(g, 1 - cfg.contrast, 1 + cfg.contrast)),

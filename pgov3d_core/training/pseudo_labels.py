@@ -8,7 +8,11 @@
    keep one random point per voxel, run the model on that subset, and repeat until every point has
    been kept at least once (and at least `min_passes` times overall). Each pass gives the kept
    points a class distribution softmax(cos(feature, text) / temperature) over C; a point's
-   distributions are averaged over the passes that kept it.
+   distributions are averaged over the passes that kept it. With `rotate_z` each pass presents
+   its subset turned by its own random angle about the vertical axis (the rotation stage 1 trains
+   under), so the network's voxel grid lies differently on the scene in every pass and the
+   passes' errors average out; axis-aligned passes keep nearly the same voxels and agree in their
+   mistakes (measured in README "Where learning stands").
 3. Label = argmax of the averaged distribution; points whose averaged top probability is below
    `confidence_threshold` are ignored (-1).
 
@@ -19,6 +23,7 @@ that does not load or does not match the scene's point count or the vocabulary i
 from __future__ import annotations
 
 import logging
+import math
 import os
 import zipfile
 from collections import Counter
@@ -35,9 +40,10 @@ from pgov3d_core.labelling.parsing import normalize_label
 
 log = logging.getLogger(__name__)
 
-FeatureFn = Callable[[torch.Tensor], torch.Tensor]
-"""Given indices into the scene cloud (a subset with one point per voxel), return the model's
-(len(indices), D) point features for that subset, computed on the subset alone."""
+FeatureFn = Callable[[torch.Tensor, float], torch.Tensor]
+"""Given indices into the scene cloud (a subset with one point per voxel) and an angle (radians),
+return the model's (len(indices), D) point features for that subset, computed on the subset alone
+after turning it by the angle about the vertical (z) axis."""
 
 
 def scene_vocabulary(label_lists: Iterable[Iterable[str]]) -> list[str]:
@@ -69,6 +75,7 @@ def pseudo_label_points(
     max_passes: int | None = None,
     confidence_threshold: float = 0.5,
     generator: torch.Generator | None = None,
+    rotate_z: bool = False,
 ) -> PseudoLabels:
     if len(vocabulary) != text_embeddings.shape[0]:
         raise ValueError(f"{len(vocabulary)} vocabulary entries but {text_embeddings.shape[0]} text embeddings")
@@ -84,7 +91,8 @@ def pseudo_label_points(
     if max_passes is not None:
         schedule = schedule[:max_passes]
     for idx in schedule:
-        feats = torch.nn.functional.normalize(features_of(idx).float(), dim=1).cpu()
+        angle = float(torch.rand((), generator=generator)) * 2.0 * math.pi if rotate_z else 0.0
+        feats = torch.nn.functional.normalize(features_of(idx, angle).float(), dim=1).cpu()
         probs = torch.softmax(feats @ text.T / temperature, dim=1)
         prob_sum.index_add_(0, idx.cpu(), probs)
         passes.index_add_(0, idx.cpu(), torch.ones(len(idx), dtype=torch.int32))

@@ -28,7 +28,7 @@ from torch import nn
 
 from pgov3d_core.config import from_section, get, merge, section
 from pgov3d_core.data.scene import Scene, SceneError
-from pgov3d_core.geometry import random_grid_sample
+from pgov3d_core.geometry import random_grid_sample, rotation_z
 from pgov3d_core.inference import PointFeaturePredictor
 from pgov3d_core.labelling.text_encoder import TextEncoder
 from pgov3d_core.models import build_model, resolve_model_config
@@ -68,6 +68,7 @@ class PseudoConfig:
     confidence: float = 0.5  # averaged top probability below this → ignored
     min_passes: int = 2
     max_passes: int | None = 16
+    rotate: bool = True  # each pass at its own random angle about z (pseudo_labels.py)
     seed: int = 0
 
     @classmethod
@@ -89,6 +90,14 @@ def pseudo_label_tag(predictor: PointFeaturePredictor, pcfg: PseudoConfig, check
     """Cache key: which model (file and step) and which settings produced the labels."""
     key = f"{Path(checkpoint).resolve()}|{predictor.checkpoint_step}|{pcfg}"
     return "stage1_" + hashlib.sha1(key.encode()).hexdigest()[:12]
+
+
+def turned(xyz: torch.Tensor, angle: float) -> torch.Tensor:
+    """`xyz` rotated by `angle` about the vertical axis through its centroid (unchanged for 0)."""
+    if angle == 0.0 or xyz.shape[0] == 0:
+        return xyz
+    center = xyz.mean(0)
+    return (xyz - center) @ rotation_z(angle).T + center
 
 
 def generate_pseudo_labels(
@@ -118,10 +127,10 @@ def generate_pseudo_labels(
             text = encoder.encode(vocabulary)
             g = torch.Generator().manual_seed(pcfg.seed)
             pl = pseudo_label_points(
-                lambda idx, xyz=xyz, rgb=rgb: predictor.features(xyz[idx], rgb[idx]),
+                lambda idx, angle, xyz=xyz, rgb=rgb: predictor.features(turned(xyz[idx], angle), rgb[idx]),
                 xyz, text, vocabulary, voxel_size=pcfg.voxel_size, temperature=pcfg.temperature,
                 min_passes=pcfg.min_passes, max_passes=pcfg.max_passes,
-                confidence_threshold=pcfg.confidence, generator=g,
+                confidence_threshold=pcfg.confidence, generator=g, rotate_z=pcfg.rotate,
             )
             save_pseudo_labels(path, pl)
         kept = float((pl.labels >= 0).mean()) if len(pl.labels) else 0.0
