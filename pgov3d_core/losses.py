@@ -131,8 +131,51 @@ def pgov3d_loss(
     return _eq5_terms(align, pairs, lam, lambda rows: point_features[rows], point_features)
 
 
+@dataclass
+class LinearFeatures:
+    """Features given by the factors of their last linear layer, f = hidden · weightᵀ + bias:
+    hidden (M, H), weight (D, H), bias (D,) or None. The U-Net's head maps H = 128 (or the last
+    decoder width) into the D = 384–768 text space; dot products and norms of f follow from H-wide
+    products (f·t = h·(Wᵀt) + b·t, |f|² = hᵀ(WᵀW)h + 2h·Wᵀb + |b|²), so the losses never build the
+    (M, D) feature matrix, whose elementwise passes and head GEMMs were about a third of a CPU
+    training step. The same values and gradients as on the materialised features (test_losses)."""
+
+    hidden: torch.Tensor
+    weight: torch.Tensor
+    bias: torch.Tensor | None
+
+    def materialise(self) -> torch.Tensor:
+        """The (M, D) features themselves (reference and tests)."""
+        return F.linear(self.hidden.float(), self.weight.float(), None if self.bias is None else self.bias.float())
+
+    def _gram(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(WᵀW (H, H), Wᵀb (H,), |b|² ()) in float32."""
+        w = self.weight.float()
+        b = self.bias.float() if self.bias is not None else torch.zeros(w.shape[0], device=w.device)
+        return w.T @ w, w.T @ b, b @ b
+
+    def text_dots(self, text: torch.Tensor) -> torch.Tensor:
+        """(M, V) f · t for text embeddings (V, D)."""
+        t = text.float()
+        out = self.hidden.float() @ (t @ self.weight.float()).T
+        return out if self.bias is None else out + t @ self.bias.float()
+
+    def norms_and_pair_dots(self, pairs: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(|f| per row (M,), f_i · f_j for each row pair (i, j) of `pairs` (P, 2), or None)."""
+        gram, wb, bb = self._gram()
+        h = self.hidden.float()
+        q = h @ gram
+        hu = h @ wb
+        sq = (q * h).sum(dim=1) + 2.0 * hu + bb
+        norms = sq.clamp_min(0.0).sqrt()
+        if pairs is None:
+            return norms, None
+        i, j = pairs[:, 0], pairs[:, 1]
+        return norms, (q[i] * h[j]).sum(dim=1) + hu[i] + hu[j] + bb
+
+
 def pgov3d_loss_voxels(
-    voxel_features: torch.Tensor,
+    voxel_features: torch.Tensor | LinearFeatures,
     inverse: torch.Tensor,
     labels: torch.Tensor,
     text_embeddings: torch.Tensor,
@@ -147,6 +190,8 @@ def pgov3d_loss_voxels(
     gathering and back-propagating N × D features dominated a stage-2 step)."""
     if labels.shape[0] != inverse.shape[0]:
         raise ValueError(f"{labels.shape[0]} labels for {inverse.shape[0]} points")
+    if isinstance(voxel_features, LinearFeatures):
+        return _pgov3d_loss_linear(voxel_features, inverse, labels, text_embeddings, pairs, lam, class_balance)
     vf = voxel_features.float()
     mask = labels >= 0
     if not bool(mask.any()):
@@ -161,3 +206,26 @@ def pgov3d_loss_voxels(
         align = _mean_over_points(1.0 - cos[inverse[mask], lab], lab, text_embeddings.shape[0], class_balance)
     # consistency's cosine() normalises the matched rows itself
     return _eq5_terms(align, pairs, lam, lambda rows: vf[inverse[rows]], voxel_features)
+
+
+def _pgov3d_loss_linear(
+    lf: LinearFeatures, inverse: torch.Tensor, labels: torch.Tensor, text_embeddings: torch.Tensor,
+    pairs: torch.Tensor | None, lam: float, class_balance: float,
+) -> LossTerms:
+    """`pgov3d_loss_voxels` of lf.materialise(), from the factors (LinearFeatures)."""
+    mask = labels >= 0
+    has_pairs = pairs is not None and pairs.shape[0] > 0
+    voxel_pairs = inverse[pairs] if has_pairs else None
+    norms, pair_dots = lf.norms_and_pair_dots(voxel_pairs)
+    inv_norm = norms.clamp_min(_EPS).reciprocal()
+    if not bool(mask.any()):
+        align = _zero_like_graph(lf.hidden, lf.weight, text_embeddings)
+    else:
+        lab = _vocabulary_rows(labels[mask], text_embeddings)
+        cos = lf.text_dots(F.normalize(text_embeddings.float(), dim=-1, eps=_EPS)) * inv_norm[:, None]  # (M, V)
+        align = _mean_over_points(1.0 - cos[inverse[mask], lab], lab, text_embeddings.shape[0], class_balance)
+    if not has_pairs:
+        cons = _zero_like_graph(lf.hidden, lf.weight)
+    else:
+        cons = 1.0 - (pair_dots * inv_norm[voxel_pairs[:, 0]] * inv_norm[voxel_pairs[:, 1]]).mean()
+    return LossTerms(total=total_loss(align, cons, lam), alignment=align, consistency=cons)

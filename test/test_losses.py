@@ -139,6 +139,40 @@ def test_voxel_form_equals_the_per_point_loss_and_its_gradient():
         pgov3d_loss_voxels(vox, inverse, labels[:10], text)
 
 
+@pytest.mark.parametrize("bias", [True, False])
+def test_head_factor_form_equals_the_materialised_features_and_their_gradient(bias):
+    """pgov3d_loss_voxels(LinearFeatures(h, W, b), ...) is pgov3d_loss_voxels(h Wᵀ + b, ...): the same
+    terms and the same gradients for h, W and b, with pairs, unlabelled points and class balance."""
+    from pgov3d_core.losses import LinearFeatures, pgov3d_loss_voxels
+
+    g = torch.Generator().manual_seed(1)
+    hidden, weight = torch.randn(40, 6, generator=g), torch.randn(9, 6, generator=g)
+    b = torch.randn(9, generator=g) if bias else None
+    inverse = torch.randint(0, 40, (300,), generator=g)
+    labels = torch.randint(-1, 5, (300,), generator=g)
+    text = torch.randn(5, 9, generator=g)
+    pairs = torch.randint(0, 300, (50, 2), generator=g)
+    for balance in (0.0, 0.5):
+        ref_p = [t.clone().requires_grad_(True) for t in (hidden, weight) + ((b,) if bias else ())]
+        ref = pgov3d_loss_voxels(torch.nn.functional.linear(*ref_p), inverse, labels, text, pairs, 0.2, balance)
+        ref.total.backward()
+        got_p = [t.clone().requires_grad_(True) for t in (hidden, weight) + ((b,) if bias else ())]
+        lf = LinearFeatures(got_p[0], got_p[1], got_p[2] if bias else None)
+        assert torch.allclose(lf.materialise(), torch.nn.functional.linear(*ref_p))
+        got = pgov3d_loss_voxels(lf, inverse, labels, text, pairs, 0.2, balance)
+        got.total.backward()
+        for x, y in ((got.total, ref.total), (got.alignment, ref.alignment), (got.consistency, ref.consistency)):
+            assert torch.allclose(x, y, atol=1e-6)
+        assert float(ref.consistency) > 0.1  # the pair term is really compared, not two zeros
+        for x, y in zip(got_p, ref_p, strict=True):
+            assert torch.allclose(x.grad, y.grad, atol=1e-6)
+    # Degenerate sets: no labelled point and no pair give exact zeros with finite gradients.
+    lf = LinearFeatures(hidden.clone().requires_grad_(True), weight.clone().requires_grad_(True), None)
+    empty = pgov3d_loss_voxels(lf, inverse, torch.full((300,), -1), text, torch.zeros((0, 2), dtype=torch.int64))
+    empty.total.backward()
+    assert float(empty.total) == 0.0 and torch.isfinite(lf.hidden.grad).all()
+
+
 def test_class_balance_weights_each_point_by_its_entitys_count_to_the_minus_p():
     """Off by default (Eq. 2's plain mean); p = 1 makes every entity count equally, whatever its
     number of points; the voxel form agrees with the per-point form."""

@@ -52,6 +52,12 @@ def test_output_is_per_point_and_unit_norm():
     voxels = _tiny(48)(per_voxel)
     assert voxels.shape == (batch.num_voxels, 48) and per_voxel.num_points == batch.num_voxels
     assert torch.allclose(voxels[batch.inverse], out, atol=1e-6)
+    # factored=True (the training objective's call): the head's factors, whose product normalised
+    # is the same per-voxel output.
+    factors = _tiny(48, head_channels=24)(per_voxel, factored=True)
+    assert factors.hidden.shape == (batch.num_voxels, 24) and factors.weight.shape == (48, 24)
+    assert torch.allclose(F.normalize(factors.materialise(), dim=1), _tiny(48, head_channels=24)(per_voxel),
+                          atol=1e-5)
 
 
 def test_two_clouds_in_one_batch_equal_each_cloud_alone():

@@ -476,3 +476,34 @@ def test_two_process_gloo_ddp_keeps_replicas_identical(scenes, tmp_path):
     # Logged losses are the rank mean, identical on both ranks.
     assert [h["loss"] for h in r0["history"]] == [h["loss"] for h in r1["history"]]
     assert len(read_metrics(tmp_path)) == 8
+
+
+def test_dist_processes_spawns_a_process_group_that_trains_the_single_process_batch(scenes, tmp_path):
+    """dist.processes: 2 with one pair per process trains on the samples a single process takes with
+    two pairs per step (the step-seeded sampler's global positions), writes one run (rank 0's
+    checkpoints and metrics), and a failure inside a process is one error with its message."""
+    from pgov3d_core.training.distributed import WorkerError
+    from pgov3d_core.training.stage1 import run_stage1
+
+    common = ("train.steps=4", "train.ckpt_every=4", "train.tensorboard=false")
+    single = make_stage1_trainer(stage1_cfg(scenes[:2], *common, "train.batch_size=2"), tmp_path / "one")
+    want = next(iter(single._loader(0)))
+    assert run_stage1(stage1_cfg(scenes[:2], *common, "train.batch_size=1", "dist.processes=2"),
+                      tmp_path / "two") is None
+    curve = read_metrics(tmp_path / "two")
+    assert [r["step"] for r in curve] == [1, 2, 3, 4]
+    ckpt = ckpt_io.load_checkpoint(tmp_path / "two" / "checkpoints" / "last.pt")
+    assert ckpt["step"] == 4 and ckpt["world_size"] == 2
+    # Rank r's first batch is the single process's sample r of step 1.
+    two = make_stage1_trainer(stage1_cfg(scenes[:2], *common, "train.batch_size=1"), tmp_path / "probe")
+    for rank in (0, 1):
+        two.ctx.rank, two.ctx.world_size = rank, 2
+        got = next(iter(two._loader(0)))
+        n0 = int((want.sparse.coords[:, 0] < 2).sum())  # clouds a_0, b_0 of the single batch
+        rows = slice(0, n0) if rank == 0 else slice(n0, None)
+        assert torch.equal(got.sparse.feats, want.sparse.feats[rows])
+    with pytest.raises(WorkerError, match="class_balance"):
+        run_stage1(stage1_cfg(scenes[:2], *common, "train.batch_size=1", "dist.processes=2",
+                              "loss.class_balance=-1"), tmp_path / "bad")
+    with pytest.raises(ValueError, match="dist.processes"):
+        run_stage1(stage1_cfg(scenes[:2], *common, "dist.processes=0"), tmp_path / "zero")

@@ -31,6 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from pgov3d_core.losses import LinearFeatures
 from pgov3d_core.models.backends import SparseBackend, check_state_dict_backend
 from pgov3d_core.models.batch import SparseBatch
 
@@ -153,6 +154,10 @@ class SparseUNet(nn.Module):
 
     def forward_voxels(self, batch: SparseBatch) -> torch.Tensor:
         """(M, out_channels) unnormalised voxel features in the row order of batch.coords."""
+        return self.head(self.head_input(batch))
+
+    def head_input(self, batch: SparseBatch) -> torch.Tensor:
+        """(M, H) what the last linear layer (`head`) maps into the text space, per voxel."""
         b = self.backend
         x_in = b.make_input(batch, 2**self.levels)
         x = self.stem(x_in)
@@ -172,12 +177,18 @@ class SparseUNet(nn.Module):
         x = b.output(x, x_in)
         if self.head_hidden is not None:
             x = self.head_hidden(x)
-        return self.head(x)
+        return x
 
-    def forward(self, batch: SparseBatch) -> torch.Tensor:
+    def forward(self, batch: SparseBatch, factored: bool = False) -> torch.Tensor | LinearFeatures:
         """(N, out_channels) L2-normalised features of every point (voxel features gathered
         through batch.inverse; one per voxel when it is None). Normalised in float32 so AMP never
-        divides in half precision."""
+        divides in half precision.
+
+        factored=True (training): the per-voxel features unnormalised and as the factors of the
+        head, `LinearFeatures(head_input, head.weight, head.bias)`, so the losses work in the head's
+        input width (losses.LinearFeatures). Through forward, so DistributedDataParallel sees it."""
+        if factored:
+            return LinearFeatures(self.head_input(batch), self.head.weight, self.head.bias)
         voxel = F.normalize(self.forward_voxels(batch).float(), dim=1, eps=1e-6)
         # inverse None: one row per voxel (the training objective's per-voxel loss; an identity
         # gather there cost an (M, D) copy and a sorted index_put in backward every step)

@@ -7,17 +7,18 @@ import argparse
 import logging
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
 from pgov3d_core.config import load_config
-from pgov3d_core.training.distributed import shutdown_distributed
-from pgov3d_core.training.trainer import Trainer
+from pgov3d_core.training.distributed import WorkerError, shutdown_distributed
+from pgov3d_core.training.trainer import Trainer, read_metrics
 
 
 def training_main(
     argv: list[str] | None,
     stage: int,
     doc: str,
-    train: Callable[[dict, argparse.Namespace], Trainer],
+    train: Callable[[dict, argparse.Namespace], Trainer | None],
     quiet_flag: bool = False,
     errors: tuple[type[Exception], ...] = (),
 ) -> int:
@@ -38,11 +39,16 @@ def training_main(
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         trainer = train(load_config(args.config, args.overrides), args)
-    except errors as exc:
+    except (*errors, WorkerError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     finally:
         shutdown_distributed()
-    if trainer.ctx.is_main and trainer.history:
+    if trainer is None:  # dist.processes > 1: the spawned processes trained; their metrics are on disk
+        run_dir = Path(args.run_dir or load_config(args.config, args.overrides).get("run_dir") or ".")
+        history = read_metrics(run_dir)
+        if history:
+            print(f"stage {stage}: step {history[-1]['step']}, loss {history[-1]['loss']:.4f}, run in {run_dir}")
+    elif trainer.ctx.is_main and trainer.history:
         print(f"stage {stage}: step {trainer.step}, loss {trainer.history[-1]['loss']:.4f}, run in {trainer.run_dir}")
     return 0

@@ -26,6 +26,7 @@ from pgov3d_core.training.curriculum import (  # noqa: E402
     run_curriculum,
     summary_table,
 )
+from pgov3d_core.training.distributed import WorkerError  # noqa: E402
 from pgov3d_core.weights import WeightsError  # noqa: E402
 
 
@@ -47,7 +48,7 @@ def main(argv=None) -> int:
         cfg = load_config(args.config, args.overrides)
         result = run_curriculum(cfg, CurriculumOptions(args.from_stage, args.resume, args.no_consistency,
                                                        args.no_stage2, args.stage2_from_scratch, not args.quiet))
-    except (CurriculumError, CheckpointError, WeightsError, FileNotFoundError, ValueError) as exc:
+    except (CurriculumError, CheckpointError, WeightsError, WorkerError, FileNotFoundError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print()

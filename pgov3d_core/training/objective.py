@@ -92,9 +92,10 @@ class AlignmentObjective:
 
     def __call__(self, model: nn.Module, batch: LabelledBatch) -> LossTerms:
         sparse = batch.sparse
-        # The network's per-voxel features (inverse None, through the model's own forward, so DDP
-        # still sees the call); the per-point loss is evaluated on them exactly.
-        voxels = model(dataclasses.replace(sparse, inverse=None))
+        # The network's per-voxel features as the factors of its linear head (through the model's
+        # own forward, so DDP still sees the call); the per-point loss is evaluated on them exactly
+        # (losses.LinearFeatures: no (voxels × text width) matrix is built).
+        voxels = model(dataclasses.replace(sparse, inverse=None), factored=True)
         text = self.bank(batch.vocabulary)
         return pgov3d_loss_voxels(voxels, sparse.inverse, batch.labels, text, batch.pairs, self.lam,
                                   self.class_balance)

@@ -19,7 +19,13 @@ from pgov3d_core.config import get
 from pgov3d_core.labelling.text_encoder import TextEncoder
 from pgov3d_core.losses import DEFAULT_LAMBDA
 from pgov3d_core.models import build_model, resolve_model_config
-from pgov3d_core.training.distributed import DistContext, barrier, init_distributed
+from pgov3d_core.training.distributed import (
+    DistContext,
+    barrier,
+    init_distributed,
+    local_process_count,
+    run_in_processes,
+)
 from pgov3d_core.training.objective import AlignmentObjective, TextEmbeddingBank
 from pgov3d_core.training.stage1_data import (
     PartialSceneConfig,
@@ -106,8 +112,13 @@ def make_stage1_trainer(cfg: dict, run_dir: str | os.PathLike | None = None, ctx
     return Trainer(model, dataset, objective, cfg, run_dir, ctx, model_config=model_cfg, stage="stage1")
 
 
-def run_stage1(cfg: dict, run_dir: str | os.PathLike | None = None, resume: bool | str = False) -> Trainer:
-    """Build and train; returns the finished Trainer (its .history holds per-step metrics)."""
+def run_stage1(cfg: dict, run_dir: str | os.PathLike | None = None, resume: bool | str = False) -> Trainer | None:
+    """Build and train; returns the finished Trainer (its .history holds per-step metrics), or None
+    when `dist.processes` > 1 made it spawn the processes that trained (distributed.py)."""
+    processes = local_process_count(cfg)
+    if processes > 1:
+        run_in_processes(processes, run_stage1, cfg, run_dir, resume)
+        return None
     trainer = make_stage1_trainer(cfg, run_dir)
     trainer.fit(resume)
     return trainer

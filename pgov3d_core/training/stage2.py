@@ -36,7 +36,7 @@ from pgov3d_core.models.batch import VoxelCloud, collate_clouds, voxelize_cloud
 from pgov3d_core.models.inputs import check_full_cloud_inputs, point_inputs
 from pgov3d_core.training.augment import Augmentation, AugmentConfig
 from pgov3d_core.training.checkpoint import load_checkpoint
-from pgov3d_core.training.distributed import barrier, init_distributed
+from pgov3d_core.training.distributed import barrier, init_distributed, local_process_count, run_in_processes
 from pgov3d_core.training.labels import FrameLabelSource, make_label_source
 from pgov3d_core.training.objective import (
     AlignmentObjective,
@@ -206,9 +206,14 @@ class FullSceneDataset:
 
 
 def run_stage2(cfg: dict, run_dir: str | os.PathLike | None = None, resume: bool | str = False,
-               progress: bool = True) -> Trainer:
+               progress: bool = True) -> Trainer | None:
     """Pseudo-label the training scenes with the stage-1 checkpoint, then fine-tune (from it, or
-    from scratch when train.init_from is null and `from_scratch` is set)."""
+    from scratch when train.init_from is null and `from_scratch` is set). Returns the Trainer, or
+    None when `dist.processes` > 1 made it spawn the processes that trained (distributed.py)."""
+    processes = local_process_count(cfg)
+    if processes > 1:
+        run_in_processes(processes, run_stage2, cfg, run_dir, resume, progress)
+        return None
     ctx = init_distributed(get(cfg, "dist.backend", "auto"), get(cfg, "dist.device", "auto"))
     pcfg = PseudoConfig.from_dict(cfg.get("pseudo"))
     if not pcfg.checkpoint:
@@ -223,9 +228,12 @@ def run_stage2(cfg: dict, run_dir: str | os.PathLike | None = None, resume: bool
         raise ValueError(f"stage-1 checkpoint was trained against text encoder {predictor.text_encoder_identity!r}, "
                          f"but stage 2 is configured with {encoder.identity!r}")
     tag = pseudo_label_tag(predictor, pcfg, pcfg.checkpoint)
-    if ctx.is_main:
-        for s in generate_pseudo_labels(scenes, predictor, encoder, make_label_source(data_cfg.get("labels")),
-                                        pcfg, tag, progress):
+    # Each process labels its share of the scenes (a scene's labels depend only on its cloud and
+    # pcfg.seed, so the share does not change them); all wait until every cache is written.
+    mine = scenes[ctx.rank::ctx.world_size]
+    if mine:
+        for s in generate_pseudo_labels(mine, predictor, encoder, make_label_source(data_cfg.get("labels")),
+                                        pcfg, tag, progress and ctx.is_main):
             log.info("pseudo-labels %s: %d points, %d entities, %.0f%% confident%s", s["scene"], s["points"],
                      s["vocabulary"], 100 * s["labelled_fraction"], " (cached)" if s["cached"] else "")
     barrier(ctx)
