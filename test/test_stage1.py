@@ -3,6 +3,7 @@ step-seeded sampling, checkpoints, learning on synthetic rooms with oracle label
 after SIGKILL, and 2-process gloo DDP."""
 
 import json
+import math
 import os
 import signal
 import socket
@@ -289,6 +290,24 @@ def test_sampling_is_a_function_of_seed_and_position(scenes):
     r0, r1 = StepBatchSampler(0, 3, 2, 0, 2), StepBatchSampler(0, 3, 2, 1, 2)
     assert list(r0) == [[0, 1], [4, 5], [8, 9]] and list(r1) == [[2, 3], [6, 7], [10, 11]]
     assert list(StepBatchSampler(2, 3, 2, 1, 2)) == [[10, 11]]
+
+
+def test_repeat_factor_sampling_repeats_frames_with_rare_entities(scenes):
+    """repeat_threshold t > 0: frame i occurs round(max(1, max_e sqrt(t / f_e))) times per epoch
+    (LVIS repeat factors over the frames' entities); 0 leaves every frame once."""
+    plain = PartialSceneDataset(scenes[:2], "oracle", {"frame_stride": 2})
+    rf = PartialSceneDataset(scenes[:2], "oracle", {"frame_stride": 2, "repeat_threshold": 0.5})
+    entities = [plain.frame_entities(si, fi) for si, fi in plain.items]
+    freq = {e: sum(e in s for s in entities) / len(entities) for s in entities for e in s}
+    want = [round(max([1.0] + [math.sqrt(0.5 / freq[e]) for e in s])) for s in entities]
+    assert [rf.items.count(item) for item in plain.items] == want
+    assert sorted(set(rf.items)) == sorted(plain.items) and len(rf.items) > len(plain.items)
+    # A frame holding only entities in every frame is not repeated; one holding the rarest is.
+    rarest = min(freq, key=freq.get)
+    assert freq[rarest] < 0.5 and max(want) >= 2
+    assert all(r == 1 for s, r in zip(entities, want, strict=True) if all(freq[e] >= 0.5 for e in s))
+    with pytest.raises(ValueError, match="repeat_threshold"):
+        PartialSceneDataset(scenes[:2], "oracle", {"repeat_threshold": -1})
 
 
 # ------------------------------------------------------------------------------ training

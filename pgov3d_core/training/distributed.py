@@ -126,3 +126,51 @@ def run_in_processes(world: int, target: Callable, *args) -> None:
         raise WorkerError(lines[-1] if lines else str(exc)) from None
     except mp.ProcessExitedException as exc:
         raise WorkerError(f"a training process exited unexpectedly ({exc})") from None
+
+
+class CrossRankBatchNorm1d(torch.nn.BatchNorm1d):
+    """BatchNorm1d whose training statistics are taken over the rows of every rank of the process
+    group: torch's SyncBatchNorm runs on CUDA only, and with one sample per CPU process each rank's
+    own statistics come from a single frame pair (measured: a 1-pair batch trains much worse than 2
+    pairs, README "Training on CPU cores"). One all-reduce of (Σx, Σx², n) per layer and pass; its
+    backward all-reduces the gradients (torch.distributed.nn), as SyncBatchNorm does. Same
+    parameters and buffers as BatchNorm1d, so checkpoints do not change."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not (self.training and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+            return super().forward(x)
+        from torch.distributed.nn.functional import all_reduce
+
+        xf = x.float()
+        stats = torch.cat([xf.sum(0), (xf * xf).sum(0), xf.new_full((1,), float(x.shape[0]))])
+        stats = all_reduce(stats)
+        c = x.shape[1]
+        count = stats[-1]
+        mean = stats[:c] / count
+        var = (stats[c:2 * c] / count - mean * mean).clamp_min(0.0)
+        if self.track_running_stats:
+            with torch.no_grad():
+                n = float(count)
+                self.num_batches_tracked += 1
+                unbiased = var.detach() * (n / max(n - 1.0, 1.0))
+                m = self.momentum if self.momentum is not None else 1.0 / float(self.num_batches_tracked)
+                self.running_mean.mul_(1 - m).add_(mean.detach(), alpha=m)
+                self.running_var.mul_(1 - m).add_(unbiased, alpha=m)
+        y = (xf - mean) * torch.rsqrt(var + self.eps)
+        if self.affine:
+            y = y * self.weight + self.bias
+        return y.to(x.dtype)
+
+
+def convert_cross_rank_batchnorm(module: torch.nn.Module) -> torch.nn.Module:
+    """`module` with every BatchNorm1d replaced by a CrossRankBatchNorm1d holding the same
+    parameters and buffers (the CPU counterpart of nn.SyncBatchNorm.convert_sync_batchnorm)."""
+    if type(module) is torch.nn.BatchNorm1d:
+        out = CrossRankBatchNorm1d(module.num_features, module.eps, module.momentum, module.affine,
+                                   module.track_running_stats)
+        out.load_state_dict(module.state_dict())
+        out.train(module.training)
+        return out
+    for name, child in module.named_children():
+        module.add_module(name, convert_cross_rank_batchnorm(child))
+    return module

@@ -56,6 +56,11 @@ class PartialSceneConfig:
     max_points: int | None = None  # random subset per frame (bounds memory on full-res frames)
     normals: bool = False  # append per-point normals (from the depth image) to the colour features
     height: bool = False  # append the point's world z (gravity-aligned frame, floor at 0; models/inputs.py)
+    # LVIS repeat-factor sampling (Gupta et al. 2019) over frames: 0 = every frame once per epoch;
+    # t > 0 repeats frame i round(max(1, max_e sqrt(t / f_e))) times per epoch, f_e = the fraction of
+    # frames whose entities include e, so frames showing rare entities are sampled more often
+    # (the loss stays Eq. 2's plain mean over the points of each batch).
+    repeat_threshold: float = 0.0
     augment: AugmentConfig = section(AugmentConfig)
 
     def __post_init__(self) -> None:
@@ -144,6 +149,29 @@ class PartialSceneDataset:
             raise ValueError("frame_stride and pixel_stride must be >= 1")
         stride = self.cfg.frame_stride
         self.items = [(si, fi) for si, scene in enumerate(self.scenes) for fi in range(0, len(scene), stride)]
+        if self.cfg.repeat_threshold < 0:
+            raise ValueError(f"data.repeat_threshold must be >= 0 (0: off), got {self.cfg.repeat_threshold}")
+        if self.cfg.repeat_threshold > 0:
+            repeats = self.repeat_factors(self.cfg.repeat_threshold)
+            self.items = [item for item, r in zip(self.items, repeats, strict=True) for _ in range(r)]
+
+    def frame_entities(self, scene_index: int, frame_index: int) -> set[str]:
+        """The entity names that own pixels of a frame."""
+        scene = self.scenes[scene_index]
+        labels, names = self.labels.frame_labels(scene, scene.frame_ids[frame_index])
+        return {names[k] for k in np.unique(labels[labels >= 0]).tolist()}
+
+    def repeat_factors(self, threshold: float) -> list[int]:
+        """Per item, how many times it occurs in an epoch under repeat-factor sampling (see
+        PartialSceneConfig.repeat_threshold)."""
+        present = [self.frame_entities(si, fi) for si, fi in self.items]
+        counts: dict[str, int] = {}
+        for names in present:
+            for n in names:
+                counts[n] = counts.get(n, 0) + 1
+        n_items = len(self.items)
+        return [int(round(max([1.0] + [float(np.sqrt(threshold * n_items / counts[n])) for n in names])))
+                for names in present]
 
     def __len__(self) -> int:
         return len(self.items)

@@ -37,7 +37,7 @@ from pgov3d_core.fileio import atomic_write_bytes
 from pgov3d_core.losses import LossTerms
 from pgov3d_core.models import resolve_model_config
 from pgov3d_core.training import checkpoint as ckpt_io
-from pgov3d_core.training.distributed import DistContext, barrier, mean_across_ranks
+from pgov3d_core.training.distributed import DistContext, barrier, convert_cross_rank_batchnorm, mean_across_ranks
 from pgov3d_core.training.sampling import SampleSource, SeededDataset, StepBatchSampler
 
 log = logging.getLogger(__name__)
@@ -146,7 +146,8 @@ class Trainer:
             retain_freed_memory()  # about half the CPU step time was page faults (see allocator.py)
         model = model.to(self.ctx.device)
         if self.ctx.distributed and self.tcfg.sync_bn:
-            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+            model = (nn.SyncBatchNorm.convert_sync_batchnorm(model) if self.ctx.device.type == "cuda"
+                     else convert_cross_rank_batchnorm(model))
         self.model = model
         self.optimizer = torch.optim.AdamW(model.parameters(), lr=self.tcfg.lr, betas=self.tcfg.betas,
                                            weight_decay=self.tcfg.weight_decay)
