@@ -18,6 +18,7 @@ batch's label ids do not depend on sample order within the batch) and the object
 from __future__ import annotations
 
 import os
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -61,6 +62,9 @@ class PartialSceneConfig:
     # frames whose entities include e, so frames showing rare entities are sampled more often
     # (the loss stays Eq. 2's plain mean over the points of each batch).
     repeat_threshold: float = 0.0
+    # Back-projected frames kept in memory (MB, least recently used dropped first; 0 = none): a
+    # sample's frames are read and decoded again every epoch otherwise, about half of its load time.
+    frame_cache_mb: float = 1024.0
     augment: AugmentConfig = section(AugmentConfig)
 
     def __post_init__(self) -> None:
@@ -149,6 +153,8 @@ class PartialSceneDataset:
             raise ValueError("frame_stride and pixel_stride must be >= 1")
         stride = self.cfg.frame_stride
         self.items = [(si, fi) for si, scene in enumerate(self.scenes) for fi in range(0, len(scene), stride)]
+        self._frame_cache: OrderedDict[tuple[int, int], FramePoints] = OrderedDict()
+        self._cache_bytes = 0
         if self.cfg.repeat_threshold < 0:
             raise ValueError(f"data.repeat_threshold must be >= 0 (0: off), got {self.cfg.repeat_threshold}")
         if self.cfg.repeat_threshold > 0:
@@ -179,7 +185,27 @@ class PartialSceneDataset:
     # ------------------------------------------------------------------ single frames
 
     def load_frame(self, scene_index: int, frame_index: int) -> FramePoints:
-        """Eq. 1 partial cloud of one frame with per-point entities (no augmentation)."""
+        """Eq. 1 partial cloud of one frame with per-point entities (no augmentation). Served from
+        the frame cache when there (`frame_cache_mb`): callers must not modify its tensors."""
+        key = (scene_index, frame_index)
+        cached = self._frame_cache.get(key)
+        if cached is not None:
+            self._frame_cache.move_to_end(key)
+            return cached
+        fp = self._read_frame(scene_index, frame_index)
+        size = sum(t.numel() * t.element_size() for t in (fp.points, fp.colors, fp.normals, fp.labels)
+                   if t is not None)
+        limit = self.cfg.frame_cache_mb * 2**20
+        if size <= limit:
+            self._frame_cache[key] = fp
+            self._cache_bytes += size
+            while self._cache_bytes > limit:
+                _, old = self._frame_cache.popitem(last=False)
+                self._cache_bytes -= sum(t.numel() * t.element_size()
+                                         for t in (old.points, old.colors, old.normals, old.labels) if t is not None)
+        return fp
+
+    def _read_frame(self, scene_index: int, frame_index: int) -> FramePoints:
         c = self.cfg
         scene = self.scenes[scene_index]
         fid = scene.frame_ids[frame_index]
