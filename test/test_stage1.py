@@ -310,26 +310,6 @@ def test_repeat_factor_sampling_repeats_frames_with_rare_entities(scenes):
         PartialSceneDataset(scenes[:2], "oracle", {"repeat_threshold": -1})
 
 
-def test_frame_cache_serves_repeated_frames_and_stays_within_its_budget(scenes):
-    """Each frame is read and back-projected once while it fits the cache; the cache evicts the
-    least recently used frames beyond frame_cache_mb, and 0 disables it. Samples do not change."""
-    ds = PartialSceneDataset(scenes[:1], "oracle", {"pixel_stride": 2})
-    first = ds.load_frame(0, 3)
-    assert ds.load_frame(0, 3) is first  # served from memory
-    sizes = [sum(t.numel() * t.element_size() for t in (f.points, f.colors, f.labels))
-             for f in (ds.load_frame(0, fi) for fi in range(4))]
-    limit = sizes[2] + sizes[3]  # the two most recent frames fit, a third does not
-    small = PartialSceneDataset(scenes[:1], "oracle", {"pixel_stride": 2, "frame_cache_mb": limit / 2**20})
-    for fi in range(4):
-        small.load_frame(0, fi)
-    assert list(small._frame_cache) == [(0, 2), (0, 3)] and small._cache_bytes == limit
-    off = PartialSceneDataset(scenes[:1], "oracle", {"pixel_stride": 2, "frame_cache_mb": 0})
-    assert off.load_frame(0, 3) is not off.load_frame(0, 3) and not off._frame_cache
-    a = SeededDataset(ds, seed=1)[2]
-    b = SeededDataset(off, seed=1)[2]
-    assert torch.equal(a.cloud_a.feats, b.cloud_a.feats) and torch.equal(a.pairs, b.pairs)
-
-
 # ------------------------------------------------------------------------------ training
 
 

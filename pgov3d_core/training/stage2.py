@@ -146,16 +146,7 @@ def generate_pseudo_labels(
 class FullSceneConfig:
     voxel_size: float | None = None  # network voxel (m); None: the stage-1 checkpoint's (run_stage2 fills it in)
     max_points: int | None = 200_000  # random spatial crop (a ball around a random point) beyond this
-    # Where crops are centred: "point" = a uniformly random point (most crops then show walls and
-    # floor); "entity" = a random point of a pseudo-label entity drawn uniformly among the scene's,
-    # so crops around rare objects are as frequent as around common ones (the loss stays the plain
-    # mean over the crop's points).
-    crop_centre: str = "point"
     augment: AugmentConfig = section(AugmentConfig)
-
-    def __post_init__(self) -> None:
-        if self.crop_centre not in ("point", "entity"):
-            raise ValueError(f"data.crop_centre must be 'point' or 'entity', got {self.crop_centre!r}")
 
     @classmethod
     def from_dict(cls, d: dict | None) -> FullSceneConfig:
@@ -191,7 +182,7 @@ class FullSceneDataset:
         xyz, rgb, pl = self.items[index]
         labels = torch.from_numpy(pl.labels).long()
         if self.cfg.max_points is not None and xyz.shape[0] > self.cfg.max_points:
-            centre = xyz[self._crop_centre(labels, generator)]
+            centre = xyz[int(torch.randint(xyz.shape[0], (1,), generator=generator))]
             keep = torch.argsort(((xyz - centre) ** 2).sum(1))[: self.cfg.max_points]
             xyz, rgb, labels = xyz[keep], rgb[keep], labels[keep]
         thin = self.cfg.augment.thin_cell(generator)
@@ -202,16 +193,6 @@ class FullSceneDataset:
         pts = aug.points(xyz, xyz.mean(dim=0))
         feats = point_inputs(self.inputs, aug.colors(rgb.to(torch.float32) / 255.0), pts)
         return FullSceneSample(voxelize_cloud(pts, feats, self.cfg.voxel_size), labels, pl.vocabulary)
-
-    def _crop_centre(self, labels: torch.Tensor, generator: torch.Generator) -> int:
-        """Row of the crop's centre point (see FullSceneConfig.crop_centre)."""
-        if self.cfg.crop_centre == "entity":
-            entities = torch.unique(labels[labels >= 0])
-            if entities.numel():
-                e = entities[int(torch.randint(entities.numel(), (1,), generator=generator))]
-                rows = torch.nonzero(labels == e).squeeze(1)
-                return int(rows[int(torch.randint(rows.numel(), (1,), generator=generator))])
-        return int(torch.randint(labels.shape[0], (1,), generator=generator))
 
     def collate(self, samples: list[FullSceneSample]) -> LabelledBatch:
         """One cloud per scene and no consistency pairs (so the objective's consistency term is 0)."""
