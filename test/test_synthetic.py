@@ -339,6 +339,24 @@ def test_generate_dataset_is_resumable(tmp_path, monkeypatch):
     assert not (tmp_path / "scene_0009").exists() and not list(tmp_path.glob(".*partial"))
 
 
+def test_generate_dataset_with_worker_processes_writes_the_same_files(tmp_path):
+    """workers > 1 writes scenes in parallel processes: byte-identical files, callbacks in seed
+    order, complete scenes kept."""
+    kwargs = {"n_frames": 2, "width": 32, "height": 24, "density": 200.0}
+    one = generate_dataset(tmp_path / "one", [3, 4, 5], **kwargs)
+    generate_dataset(tmp_path / "two", [4], **kwargs)
+    kept = (tmp_path / "two" / "scene_0004" / "meta.yaml").stat().st_mtime_ns
+    calls = []
+    two = generate_dataset(tmp_path / "two", [3, 4, 5], on_scene=lambda p, g: calls.append((p.name, g)),
+                           workers=2, **kwargs)
+    assert calls == [("scene_0003", True), ("scene_0004", False), ("scene_0005", True)]
+    assert (tmp_path / "two" / "scene_0004" / "meta.yaml").stat().st_mtime_ns == kept
+    for a, b in zip(one, two, strict=True):
+        files = sorted(f.relative_to(a) for f in a.rglob("*") if f.is_file())
+        assert files == sorted(f.relative_to(b) for f in b.rglob("*") if f.is_file())
+        assert all((a / f).read_bytes() == (b / f).read_bytes() for f in files)
+
+
 def test_generate_scene_refuses_to_overwrite_by_default(tmp_path):
     tiny_scene(tmp_path / "s", 1)
     with pytest.raises(FileExistsError):

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -179,6 +180,7 @@ def run_curriculum(cfg: dict, opts: CurriculumOptions | None = None) -> Curricul
         from pgov3d_core.data.synthetic import generate_dataset
 
         kw = {k: v for k, v in syn.items() if k not in ("train_seeds", "val_seeds")}
+        kw.setdefault("workers", len(os.sched_getaffinity(0)))  # rooms are independent: one per core
         tr = generate_dataset(train_root, syn["train_seeds"], **kw)
         va = generate_dataset(val_root, syn["val_seeds"], **kw)
         return "ran", f"{len(tr)} training and {len(va)} held-out synthetic scenes"

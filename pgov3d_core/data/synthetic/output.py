@@ -107,33 +107,50 @@ def generate_dataset(
     root: str | os.PathLike,
     seeds: Iterable[int],
     on_scene: Callable[[Path, bool], None] | None = None,
+    workers: int = 1,
     **scene_kwargs,
 ) -> list[Path]:
     """One scene per seed at `root/scene_XXXX` (XXXX = seed, zero-padded). Resumable: complete
     scenes are skipped; each scene is written into a hidden temporary folder under `root` and
     renamed into place at the end, so an interrupted scene never looks complete (its leftovers
     are removed on the next run; do not run two writers on one root). `on_scene(path,
-    generated)` is called per seed. `scene_kwargs` go to `generate_scene`."""
+    generated)` is called per seed, in seed order. `workers` > 1 writes that many scenes at once
+    in spawned processes (the files are the same: each scene depends on its seed only).
+    `scene_kwargs` go to `generate_scene`."""
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
+    seeds = [int(s) for s in seeds]
+    todo = [seed for seed in seeds if not scene_is_complete(root / f"scene_{seed:04d}")]
+    if workers > 1 and len(todo) > 1:
+        import concurrent.futures
+        import multiprocessing
+
+        with concurrent.futures.ProcessPoolExecutor(min(workers, len(todo)),
+                                                    mp_context=multiprocessing.get_context("spawn")) as pool:
+            for future in [pool.submit(_write_scene, root, seed, scene_kwargs) for seed in todo]:
+                future.result()  # a failed scene raises here, after the others have finished
+    else:
+        for seed in todo:
+            _write_scene(root, seed, scene_kwargs)
     out = []
     for seed in seeds:
-        seed = int(seed)
-        name = f"scene_{seed:04d}"
-        dest = root / name
-        generated = False
-        if not scene_is_complete(dest):
-            for stale in sorted(root.glob(f".{name}.*.partial")):
-                shutil.rmtree(stale, ignore_errors=True)
-            if dest.exists():
-                log.warning("%s: incomplete scene folder, regenerating it", dest)
-                shutil.rmtree(dest)
-            atomic_write_dir(dest, lambda tmp, seed=seed: generate_scene(tmp, seed, **scene_kwargs))
-            generated = True
+        dest = root / f"scene_{seed:04d}"
         if on_scene is not None:
-            on_scene(dest, generated)
+            on_scene(dest, seed in todo)
         out.append(dest)
     return out
+
+
+def _write_scene(root: Path, seed: int, scene_kwargs: dict) -> None:
+    """Write scene `seed` under `root` atomically, removing leftovers of an interrupted write."""
+    name = f"scene_{seed:04d}"
+    dest = root / name
+    for stale in sorted(root.glob(f".{name}.*.partial")):
+        shutil.rmtree(stale, ignore_errors=True)
+    if dest.exists():
+        log.warning("%s: incomplete scene folder, regenerating it", dest)
+        shutil.rmtree(dest)
+    atomic_write_dir(dest, lambda tmp: generate_scene(tmp, seed, **scene_kwargs))
 
 
 # ================================================================== CLI
