@@ -22,11 +22,12 @@ def test_one_nested_override_through_the_curriculum_keeps_its_siblings():
     cfg = load_config(CURRICULUM, ["stage1.overrides.train.steps=4", "stage1.overrides.data.frame_stride=1",
                                    "stage2.overrides.pseudo.max_passes=2"])
     s1, s1_plain = stage_config(cfg, "stage1"), stage_config(plain, "stage1")
-    assert s1["train"]["steps"] == 4 and s1_plain["train"]["steps"] == 2400
+    assert s1["train"]["steps"] == 4 and s1_plain["train"]["steps"] == 3000
     assert s1["data"]["frame_stride"] == 1 and s1_plain["data"]["frame_stride"] == 2
     assert s1["train"]["lr"] == 0.01  # the curriculum file's own override, not stage1.yaml's 0.002
-    assert s1["train"]["ckpt_every"] == 400 and s1["train"]["batch_size"] == 2
-    assert s1["data"]["voxel_size"] == 0.08 and s1_plain["data"]["voxel_size"] == 0.08
+    assert s1["train"]["ckpt_every"] == 500 and s1["train"]["batch_size"] == 2
+    assert s1["data"]["voxel_size"] == 0.1 and s1_plain["data"]["voxel_size"] == 0.1
+    assert s1["data"]["repeat_threshold"] == 0.3  # the curriculum file sets it; config/stage1.yaml has it off
     assert s1["train"]["threads"] == 1 and s1["train"]["warmup_steps"] == 50  # from config/stage1.yaml
     assert s1["data"]["pixel_stride"] == 2 and s1["data"]["augment"]["enabled"] is True
     assert {k: v for k, v in s1["train"].items() if k != "steps"} == \
