@@ -72,7 +72,6 @@ class TrainConfig:
     tensorboard: bool = True
     threads: int | None = None  # torch intra-op threads per process (None: torch default)
     sync_bn: bool = False  # SyncBatchNorm across DDP ranks
-    freeze_bn: bool = False  # BatchNorm layers normalise with their running statistics and keep them
     init_from: str | None = None  # checkpoint whose model weights start a fresh run (stage 2 from stage 1)
 
     def __post_init__(self) -> None:
@@ -254,10 +253,6 @@ class Trainer:
 
     def train_step(self, batch) -> dict[str, float]:
         self.train_model.train()
-        if self.tcfg.freeze_bn:
-            for m in self.model.modules():
-                if isinstance(m, nn.modules.batchnorm._BatchNorm):
-                    m.eval()
         batch = batch.to(self.ctx.device, non_blocking=True)
         with torch.autocast(self.ctx.device.type, dtype=self.amp_dtype or torch.float32,
                             enabled=self.amp_dtype is not None):
