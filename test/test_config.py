@@ -35,7 +35,7 @@ def test_one_nested_override_through_the_curriculum_keeps_its_siblings():
     s2 = stage_config(cfg, "stage2")
     assert s2["pseudo"]["max_passes"] == 2
     assert s2["pseudo"]["confidence"] == 0.5 and s2["pseudo"]["temperature"] == 0.01
-    assert s2["train"]["steps"] == 600 and s2["train"]["threads"] == 1
+    assert s2["train"]["steps"] == 1200 and s2["train"]["threads"] == 1
 
 
 def test_mapping_values_merge_and_replace_only_when_asked():
