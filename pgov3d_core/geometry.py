@@ -125,6 +125,14 @@ def rotation_z(angle: float) -> torch.Tensor:
     return torch.tensor([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]], dtype=torch.float32)
 
 
+def turned(xyz: torch.Tensor, angle: float) -> torch.Tensor:
+    """`xyz` rotated by `angle` about the vertical axis through its centroid (unchanged for 0)."""
+    if angle == 0.0 or xyz.shape[0] == 0:
+        return xyz
+    center = xyz.mean(0)
+    return (xyz - center) @ rotation_z(angle).T + center
+
+
 def transform_points(points: torch.Tensor, pose) -> torch.Tensor:
     """Apply a 4x4 rigid transform to (N, 3) points."""
     pose_t = as_tensor(pose, dtype=torch.float32, device=points.device)

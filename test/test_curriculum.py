@@ -75,6 +75,14 @@ def test_both_stages_learn_and_stage2_keeps_up(trained):
     unseen = result.metrics["stage 2, query texts"]
     assert unseen.class_names == s2.class_names and unseen.points == s2.points
     assert "| stage 2, query texts |" in report
+    # evaluation.repeated_sampling: every point classified from its distribution averaged over at
+    # least 16 repeated-grid-sampling passes (rows after the single-pass ones).
+    assert [k for k in result.metrics if "passes" in k] == ["stage 1, 16 passes", "stage 2, 16 passes"]
+    for name in ("stage 1", "stage 2"):
+        voted = result.metrics[f"{name}, 16 passes"]
+        assert voted.points == s1.points and voted.class_names == s1.class_names
+        assert voted.overall_acc > majority + 0.1 and voted.macc > 1.5 * chance_macc, (name, voted)
+    assert "| stage 2, 16 passes |" in report
     assert (tmp / "report" / "per_class_iou.png").exists()
     assert list((tmp / "report").glob("top_down_stage2_*.png"))
     pseudo = list((tmp / "scenes" / "train").glob("*/pseudo_labels/*.npz"))

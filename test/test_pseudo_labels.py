@@ -9,6 +9,7 @@ from pgov3d_core.training.pseudo_labels import (
     cache_path,
     load_pseudo_labels,
     pseudo_label_points,
+    repeated_sampling_probabilities,
     save_pseudo_labels,
     scene_vocabulary,
 )
@@ -75,8 +76,36 @@ def test_averaging_and_threshold_with_repeated_passes():
     assert pl.labels[0] == -1 and pl.confidence[0] == pytest.approx(0.5)
 
 
+def test_several_text_sets_share_the_passes_and_every_point_is_covered():
+    # Evaluation scores the class names and the query texts from the same network passes; with no
+    # max_passes every point is kept at least once (so none falls back to a default class).
+    xyz = grid_cloud(n_side=3, per_voxel=4)
+    torch.manual_seed(0)
+    feats_of_point = torch.randn(len(xyz), 5)
+    calls = []
+
+    def stub(idx, angle):
+        calls.append(len(idx))
+        return feats_of_point[idx]
+
+    names, queries = torch.randn(3, 5), torch.randn(4, 5)
+    (p_names, p_queries), passes = repeated_sampling_probabilities(
+        stub, xyz, [names, queries], voxel_size=0.1, temperature=0.1, min_passes=6,
+        generator=torch.Generator().manual_seed(2))
+    assert len(calls) == 6 and (passes >= 1).all() and int(passes.sum()) == sum(calls)
+    assert p_names.shape == (len(xyz), 3) and p_queries.shape == (len(xyz), 4)
+    # A point's features do not depend on the pass here, so its average is its one distribution.
+    for text, probs in ((names, p_names), (queries, p_queries)):
+        expected = torch.softmax(torch.nn.functional.normalize(feats_of_point, dim=1)
+                                 @ torch.nn.functional.normalize(text, dim=1).T / 0.1, dim=1)
+        torch.testing.assert_close(probs, expected, rtol=1e-5, atol=1e-6)
+    with_one, _ = repeated_sampling_probabilities(stub, xyz, [queries], voxel_size=0.1, temperature=0.1, min_passes=6,
+                                                  generator=torch.Generator().manual_seed(2))
+    torch.testing.assert_close(with_one[0], p_queries)
+
+
 def test_rotated_passes_draw_their_own_angle_and_turn_the_subset_rigidly():
-    from pgov3d_core.training.stage2 import turned
+    from pgov3d_core.geometry import turned
 
     xyz = grid_cloud(n_side=2, per_voxel=1)
     angles = {True: [], False: []}

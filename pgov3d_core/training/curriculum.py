@@ -29,8 +29,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pgov3d_core.config import apply_overrides, get, load_config, merge
+from pgov3d_core.config import apply_overrides, from_section, get, load_config, merge
 from pgov3d_core.data.scene import Scene
+from pgov3d_core.geometry import turned
 from pgov3d_core.inference import PointFeaturePredictor, predict_classes
 from pgov3d_core.labelling.text_encoder import TextEncoder
 from pgov3d_core.scene_evaluation import (
@@ -40,6 +41,7 @@ from pgov3d_core.scene_evaluation import (
     write_report,
 )
 from pgov3d_core.training.checkpoint import checkpoint_dir, latest_checkpoint, load_checkpoint
+from pgov3d_core.training.pseudo_labels import repeated_sampling_probabilities
 from pgov3d_core.training.stage1_data import scene_paths
 
 log = logging.getLogger(__name__)
@@ -76,6 +78,29 @@ class CurriculumResult:
 
 class CurriculumError(RuntimeError):
     pass
+
+
+@dataclass
+class RepeatedSamplingConfig:
+    """`evaluation.repeated_sampling`: also score each model with the paper's repeated grid sampling
+    (§3.2, what stage 2 smooths its pseudo-labels with) at test time: every point's class
+    distribution averaged over passes that each keep one random point per voxel, each pass turned
+    by its own random angle about z. Every point is kept at least once (the covering passes run in
+    full), so all points get a prediction."""
+
+    passes: int = 0  # at least this many passes; 0: single pass only
+    voxel_size: float = 0.05
+    temperature: float = 0.01  # softmax(cos / T) before averaging
+    rotate: bool = True
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.passes < 0 or self.voxel_size <= 0 or self.temperature <= 0:
+            raise ValueError("evaluation.repeated_sampling needs passes >= 0, voxel_size > 0 and temperature > 0")
+
+    @classmethod
+    def from_dict(cls, d: dict | None) -> RepeatedSamplingConfig:
+        return from_section(cls, d, "evaluation.repeated_sampling")
 
 
 def stage_config(cfg: dict, name: str) -> dict:
@@ -120,9 +145,12 @@ def _training_stage(name: str, run_dir: Path, steps: int, opts: CurriculumOption
 def evaluate_checkpoint(
     checkpoint: Path, scenes: list[Scene], encoder: TextEncoder, class_names: list[str], device: str = "cpu",
     render_dir: Path | None = None, tag: str = "", query_texts: dict[str, str] | None = None,
+    sampling: RepeatedSamplingConfig | None = None,
 ) -> tuple[SegmentationMetrics, SegmentationMetrics | None]:
     """Zero-shot segmentation of the scenes' full clouds: argmax cosine against the class names'
-    text embeddings; metrics over all scenes' points (one confusion matrix).
+    text embeddings; metrics over all scenes' points (one confusion matrix). One network pass over
+    each whole cloud, or with `sampling` (passes > 0) the argmax of the class distributions averaged
+    over repeated grid sampling passes (`RepeatedSamplingConfig`).
 
     With `query_texts` (class → text; classes not in it keep their name) the same point features
     are also classified against those texts — names the network need not have seen in training —
@@ -139,11 +167,22 @@ def evaluate_checkpoint(
         cloud = scene.cloud()
         if cloud is None:
             raise CurriculumError(f"{scene.root}: evaluation needs the scene cloud scene.ply with labels")
-        feats = predictor.features(torch.from_numpy(cloud.xyz), torch.from_numpy(cloud.rgb))
-        pred = predict_classes(feats, text).numpy()
+        xyz, rgb = torch.from_numpy(cloud.xyz), torch.from_numpy(cloud.rgb)
+        if sampling is not None and sampling.passes > 0:
+            texts = [text] + ([query_text] if query_text is not None else [])
+            probs, _ = repeated_sampling_probabilities(
+                lambda idx, angle, xyz=xyz, rgb=rgb: predictor.features(turned(xyz[idx], angle), rgb[idx]), xyz, texts,
+                voxel_size=sampling.voxel_size, temperature=sampling.temperature, min_passes=sampling.passes,
+                generator=torch.Generator().manual_seed(sampling.seed), rotate_z=sampling.rotate)
+            pred = probs[0].argmax(dim=1).numpy()
+            if query_text is not None:
+                query_preds.append(probs[1].argmax(dim=1).numpy())
+        else:
+            feats = predictor.features(xyz, rgb)
+            pred = predict_classes(feats, text).numpy()
+            if query_text is not None:
+                query_preds.append(predict_classes(feats, query_text).numpy())
         preds.append(pred)
-        if query_text is not None:
-            query_preds.append(predict_classes(feats, query_text).numpy())
         gts.append(cloud.labels)
         if render_dir is not None:
             render_top_down(render_dir / f"top_down_{tag}_{scene.root.name}.png", cloud.xyz, pred, cloud.labels,
@@ -265,6 +304,7 @@ def run_curriculum(cfg: dict, opts: CurriculumOptions | None = None) -> Curricul
         report_dir = run_dir / "report"
         runs = {"stage 1": s1_ckpt} | ({"stage 2": s2_ckpt} if s2_ckpt else {})
         query_texts = dict(ev.get("query_texts") or {})
+        sampling = RepeatedSamplingConfig.from_dict(ev.get("repeated_sampling"))
         for name, ckpt in runs.items():
             result.metrics[name], queried = evaluate_checkpoint(
                 ckpt, scenes, encoder, class_names, render_dir=report_dir, tag=name.replace(" ", ""),
@@ -273,8 +313,13 @@ def run_curriculum(cfg: dict, opts: CurriculumOptions | None = None) -> Curricul
                 result.metrics[f"{name}, query texts"] = queried
             for split in ev.get("base_novel_splits") or []:
                 result.base_novel.setdefault(name, {})[split] = asdict(base_novel_metrics(result.metrics[name], split))
+        if sampling.passes > 0:  # after the single-pass rows, so the report lists those first
+            for name, ckpt in runs.items():
+                result.metrics[f"{name}, {sampling.passes} passes"], _ = evaluate_checkpoint(
+                    ckpt, scenes, encoder, class_names, sampling=sampling)
         result.report = write_report(report_dir, result.metrics, title="pgov3d curriculum: held-out scenes",
                                      extra={"base_novel": result.base_novel, "query_texts": query_texts,
+                                            "repeated_sampling": asdict(sampling),
                                             "checkpoints": {k: str(v) for k, v in runs.items()}})
         return "ran", str(report_dir)
 

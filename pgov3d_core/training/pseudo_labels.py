@@ -64,6 +64,45 @@ class PseudoLabels:
 
 
 @torch.no_grad()
+def repeated_sampling_probabilities(
+    features_of: FeatureFn,
+    xyz: torch.Tensor,
+    text_sets: list[torch.Tensor],
+    voxel_size: float = 0.02,
+    temperature: float = 0.01,
+    min_passes: int = 1,
+    max_passes: int | None = None,
+    generator: torch.Generator | None = None,
+    rotate_z: bool = False,
+) -> tuple[list[torch.Tensor], torch.Tensor]:
+    """Step 2 of the module docstring: each point's class distribution softmax(cos / T) averaged over
+    the repeated-grid-sampling passes that kept it, for each (C_k, D) text matrix of `text_sets`
+    (the network runs once per pass whatever their number). Returns the (N, C_k) averages (zero rows
+    for points no pass kept) and the (N,) pass counts."""
+    n = xyz.shape[0]
+    texts = [torch.nn.functional.normalize(t.float(), dim=1) for t in text_sets]
+    prob_sums = [torch.zeros((n, t.shape[0]), dtype=torch.float32) for t in texts]
+    passes = torch.zeros(n, dtype=torch.int32)
+    covering = repeated_grid_sampling(xyz, voxel_size, generator)
+    extra = max(0, min_passes - len(covering))
+    schedule = covering + [random_grid_sample(xyz, voxel_size, generator) for _ in range(extra)]
+    if max_passes is not None:
+        schedule = schedule[:max_passes]
+    for idx in schedule:
+        angle = float(torch.rand((), generator=generator)) * 2.0 * math.pi if rotate_z else 0.0
+        feats = torch.nn.functional.normalize(features_of(idx, angle).float(), dim=1).cpu()
+        for text, prob_sum in zip(texts, prob_sums, strict=True):
+            prob_sum.index_add_(0, idx.cpu(), torch.softmax(feats @ text.T / temperature, dim=1))
+        passes.index_add_(0, idx.cpu(), torch.ones(len(idx), dtype=torch.int32))
+    seen = passes > 0
+    averages = []
+    for prob_sum in prob_sums:
+        avg = torch.zeros_like(prob_sum)
+        avg[seen] = prob_sum[seen] / passes[seen, None]
+        averages.append(avg)
+    return averages, passes
+
+
 def pseudo_label_points(
     features_of: FeatureFn,
     xyz: torch.Tensor,
@@ -81,26 +120,10 @@ def pseudo_label_points(
         raise ValueError(f"{len(vocabulary)} vocabulary entries but {text_embeddings.shape[0]} text embeddings")
     if len(vocabulary) == 0:
         raise ValueError("empty scene vocabulary: no frame of this scene has grounded labels")
-    n = xyz.shape[0]
-    text = torch.nn.functional.normalize(text_embeddings.float(), dim=1)
-    prob_sum = torch.zeros((n, text.shape[0]), dtype=torch.float32)
-    passes = torch.zeros(n, dtype=torch.int32)
-    covering = repeated_grid_sampling(xyz, voxel_size, generator)
-    extra = max(0, min_passes - len(covering))
-    schedule = covering + [random_grid_sample(xyz, voxel_size, generator) for _ in range(extra)]
-    if max_passes is not None:
-        schedule = schedule[:max_passes]
-    for idx in schedule:
-        angle = float(torch.rand((), generator=generator)) * 2.0 * math.pi if rotate_z else 0.0
-        feats = torch.nn.functional.normalize(features_of(idx, angle).float(), dim=1).cpu()
-        probs = torch.softmax(feats @ text.T / temperature, dim=1)
-        prob_sum.index_add_(0, idx.cpu(), probs)
-        passes.index_add_(0, idx.cpu(), torch.ones(len(idx), dtype=torch.int32))
-    seen = passes > 0
-    avg = torch.zeros_like(prob_sum)
-    avg[seen] = prob_sum[seen] / passes[seen, None]
+    (avg,), passes = repeated_sampling_probabilities(features_of, xyz, [text_embeddings], voxel_size, temperature,
+                                                     min_passes, max_passes, generator, rotate_z)
     confidence, labels = avg.max(dim=1)
-    labels[(confidence < confidence_threshold) | ~seen] = -1
+    labels[(confidence < confidence_threshold) | (passes == 0)] = -1
     return PseudoLabels(labels.numpy(), confidence.numpy().astype(np.float32), passes.numpy(), list(vocabulary))
 
 

@@ -28,7 +28,7 @@ from torch import nn
 
 from pgov3d_core.config import from_section, get, merge, section
 from pgov3d_core.data.scene import Scene, SceneError
-from pgov3d_core.geometry import random_grid_sample, rotation_z
+from pgov3d_core.geometry import random_grid_sample, turned
 from pgov3d_core.inference import PointFeaturePredictor
 from pgov3d_core.labelling.text_encoder import TextEncoder
 from pgov3d_core.models import build_model, resolve_model_config
@@ -90,14 +90,6 @@ def pseudo_label_tag(predictor: PointFeaturePredictor, pcfg: PseudoConfig, check
     """Cache key: which model (file and step) and which settings produced the labels."""
     key = f"{Path(checkpoint).resolve()}|{predictor.checkpoint_step}|{pcfg}"
     return "stage1_" + hashlib.sha1(key.encode()).hexdigest()[:12]
-
-
-def turned(xyz: torch.Tensor, angle: float) -> torch.Tensor:
-    """`xyz` rotated by `angle` about the vertical axis through its centroid (unchanged for 0)."""
-    if angle == 0.0 or xyz.shape[0] == 0:
-        return xyz
-    center = xyz.mean(0)
-    return (xyz - center) @ rotation_z(angle).T + center
 
 
 def generate_pseudo_labels(
