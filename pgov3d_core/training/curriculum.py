@@ -10,7 +10,8 @@ stage2  pseudo-labels from the stage-1 model + full-scene fine-tuning (skipped w
 eval    zero-shot segmentation of the held-out scenes' clouds with each trained model: mIoU,
         mAcc, per-class IoU, optional base/novel hIoU, and with `evaluation.query_texts` (class →
         text) the same under those texts, e.g. names never used as training labels ("<stage>,
-        query texts"); markdown/JSON report + PNGs
+        query texts"), and with `evaluation.repeated_sampling.passes: N` by class distributions
+        averaged over N repeated grid sampling passes ("<stage>, N passes"); markdown/JSON report + PNGs
 
 A training stage with an unfinished run (checkpoints below its final step) continues only with
 `resume=True`; `from_stage` starts that stage and every later one over, moving the old run folders
