@@ -117,3 +117,15 @@ def test_demo_runs_at_the_smallest_size(tmp_path):
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     assert "| class | trained name | points | precision | recall | never-trained name | points |" in out.stdout
     assert (tmp_path / "demo" / "map.npz").exists() and (tmp_path / "demo" / "query_result.ply").exists()
+
+
+def test_finished_stage_trained_with_other_settings_is_not_reused(trained):
+    tmp, _, _ = trained
+    cfg = small_config(tmp, **{"stage2.overrides.pseudo.confidence": 0.6})
+    with pytest.raises(CurriculumError, match=r"stage2 .* other settings \(pseudo\.confidence: 0\.5 -> 0\.6\).*"
+                                              r"--from-stage stage2"):
+        run_curriculum(cfg, CurriculumOptions(progress=False))
+    # Settings of how a run reports are not what it learnt: still skipped.
+    cfg = small_config(tmp, **{"stage2.overrides.train.log_every": 3, "stage1.overrides.train.tensorboard": True})
+    status = {s.stage: s.status for s in run_curriculum(cfg, CurriculumOptions(progress=False)).steps}
+    assert status["stage1"] == "skipped" and status["stage2"] == "skipped"

@@ -56,6 +56,26 @@ def test_every_point_gets_probabilities_averaged_over_its_passes():
     assert set(pl.labels[~even].tolist()) <= {1, 2}
 
 
+def test_no_sampling_is_one_unturned_pass_over_every_point():
+    """voxel_size=None (the §3.2 ablation): the network sees the whole cloud once, as it lies."""
+    xyz = grid_cloud(n_side=3, per_voxel=4)
+    calls = []
+
+    def stub(idx, angle):
+        calls.append((idx.clone(), angle))
+        feats = torch.zeros(len(idx), 2)
+        feats[torch.arange(len(idx)), (idx % 2)] = 1.0  # even points text 0, odd points text 1
+        return feats
+
+    pl = pseudo_label_points(stub, xyz, torch.eye(2), ["a", "b"], voxel_size=None, min_passes=5, max_passes=9,
+                             generator=torch.Generator().manual_seed(0), rotate_z=True)
+    assert len(calls) == 1
+    idx, angle = calls[0]
+    assert torch.equal(idx, torch.arange(len(xyz))) and angle == 0.0
+    assert (pl.passes == 1).all()
+    assert np.array_equal(pl.labels, np.arange(len(xyz)) % 2)
+
+
 def test_averaging_and_threshold_with_repeated_passes():
     xyz = grid_cloud(n_side=2, per_voxel=1)  # one point per voxel: every pass keeps every point
     text = torch.eye(2)

@@ -127,12 +127,50 @@ def _move_aside(path: Path) -> None:
         log.warning("moved the previous %s run aside to %s", path.name, target)
 
 
-def _training_stage(name: str, run_dir: Path, steps: int, opts: CurriculumOptions, forced: bool, train_fn) -> str:
-    """Run (or skip, or resume) a training stage; returns the status."""
+# Settings that change how a run executes or reports, not what it learns: a finished stage stays
+# valid across them (train.steps: a finished run with more steps than asked is kept, as before).
+_RUN_ONLY_SETTINGS = ("run_dir", "dist", "train.steps", "train.progress", "train.log_every", "train.tensorboard",
+                      "train.threads", "train.num_workers", "train.ckpt_every", "train.keep_checkpoints",
+                      "data.frame_cache_mb")
+
+
+def _flat(d, prefix: str = "") -> dict[str, object]:
+    if not isinstance(d, dict):
+        return {prefix: d}
+    out: dict[str, object] = {}
+    for k, v in d.items():
+        out.update(_flat(v, f"{prefix}.{k}" if prefix else str(k)))
+    return out
+
+
+def changed_settings(trained: dict, requested: dict) -> list[str]:
+    """Dotted keys whose values differ between a finished run's stored config and the requested one
+    ("key: old -> new"), other than `_RUN_ONLY_SETTINGS`."""
+    a, b = _flat(trained), _flat(requested)
+
+    def run_only(key: str) -> bool:
+        return any(key == s or key.startswith(s + ".") for s in _RUN_ONLY_SETTINGS)
+
+    return [f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in sorted(set(a) | set(b))
+            if not run_only(k) and a.get(k) != b.get(k)]
+
+
+def _training_stage(name: str, run_dir: Path, steps: int, opts: CurriculumOptions, forced: bool, train_fn,
+                    cfg: dict | None = None) -> str:
+    """Run (or skip, or resume) a training stage; returns the status. A finished stage is skipped
+    only if it was trained with the settings asked for now (`cfg`): otherwise rerunning with, say, a
+    new stage-2 setting would report the old model under the new name."""
     if forced:
         _move_aside(run_dir)
     done = _final_step(run_dir) if checkpoint_dir(run_dir).exists() else None
     if done is not None and done >= steps:
+        changed = [] if cfg is None else changed_settings(load_checkpoint(latest_checkpoint(run_dir))["config"], cfg)
+        if changed:
+            raise CurriculumError(
+                f"{name} in {run_dir} was trained with other settings ({'; '.join(changed[:6])}"
+                f"{'; ...' if len(changed) > 6 else ''}): pass --from-stage {name} to train it again (the old run "
+                "is moved aside) or use another run_dir"
+            )
         return "skipped"
     if done is not None and not opts.resume:
         raise CurriculumError(
@@ -266,7 +304,7 @@ def run_curriculum(cfg: dict, opts: CurriculumOptions | None = None) -> Curricul
         from pgov3d_core.training.stage1 import run_stage1
 
         status = _training_stage("stage1", s1_dir, int(get(s1, "train.steps")), opts, "stage1" in forced,
-                                 lambda resume: run_stage1(s1, s1_dir, resume))
+                                 lambda resume: run_stage1(s1, s1_dir, resume), s1)
         return status, str(s1_dir)
 
     step("stage1", do_stage1)
@@ -281,6 +319,10 @@ def run_curriculum(cfg: dict, opts: CurriculumOptions | None = None) -> Curricul
         s2["pseudo"] = merge(s2.get("pseudo") or {}, {"checkpoint": str(s1_ckpt)})
         s2["train"] = merge(s2.get("train") or {}, {"progress": opts.progress,
                                                     "init_from": None if opts.stage2_from_scratch else str(s1_ckpt)})
+        if get(s2, "data.voxel_size") is None:
+            # What run_stage2 fills in (the network voxel stage 1 learnt at), here so that the settings
+            # a finished stage 2 is compared with are the ones it stored.
+            s2["data"]["voxel_size"] = PointFeaturePredictor.from_checkpoint(s1_ckpt).voxel_size
         if opts.stage2_from_scratch:
             s2["model"] = load_checkpoint(s1_ckpt)["model_config"]
         s2_dir = run_dir / ("stage2" + suffix + ("_scratch" if opts.stage2_from_scratch else ""))
@@ -289,7 +331,7 @@ def run_curriculum(cfg: dict, opts: CurriculumOptions | None = None) -> Curricul
             from pgov3d_core.training.stage2 import run_stage2
 
             status = _training_stage("stage2", s2_dir, int(get(s2, "train.steps")), opts, "stage2" in forced,
-                                     lambda resume: run_stage2(s2, s2_dir, resume, progress=opts.progress))
+                                     lambda resume: run_stage2(s2, s2_dir, resume, progress=opts.progress), s2)
             return status, str(s2_dir)
 
         step("stage2", do_stage2)

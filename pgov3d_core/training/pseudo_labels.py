@@ -8,7 +8,9 @@
    keep one random point per voxel, run the model on that subset, and repeat until every point has
    been kept at least once (and at least `min_passes` times overall). Each pass gives the kept
    points a class distribution softmax(cos(feature, text) / temperature) over C; a point's
-   distributions are averaged over the passes that kept it. With `rotate_z` each pass presents
+   distributions are averaged over the passes that kept it. (`voxel_size=None`: no repeated sampling,
+   one network pass over every point: the single-pass prediction the smoothing replaces, for the
+   ablation.) With `rotate_z` each pass presents
    its subset turned by its own random angle about the vertical axis (the rotation stage 1 trains
    under), so the network's voxel grid lies differently on the scene in every pass and the
    passes' errors average out; axis-aligned passes keep nearly the same voxels and agree in their
@@ -68,7 +70,7 @@ def repeated_sampling_probabilities(
     features_of: FeatureFn,
     xyz: torch.Tensor,
     text_sets: list[torch.Tensor],
-    voxel_size: float = 0.02,
+    voxel_size: float | None = 0.02,
     temperature: float = 0.01,
     min_passes: int = 1,
     max_passes: int | None = None,
@@ -78,16 +80,20 @@ def repeated_sampling_probabilities(
     """Step 2 of the module docstring: each point's class distribution softmax(cos / T) averaged over
     the repeated-grid-sampling passes that kept it, for each (C_k, D) text matrix of `text_sets`
     (the network runs once per pass whatever their number). Returns the (N, C_k) averages (zero rows
-    for points no pass kept) and the (N,) pass counts."""
+    for points no pass kept) and the (N,) pass counts. `voxel_size=None`: one pass over every point,
+    as the scene lies (no sampling, no turn; `min_passes`, `max_passes` and `rotate_z` do not apply)."""
     n = xyz.shape[0]
     texts = [torch.nn.functional.normalize(t.float(), dim=1) for t in text_sets]
     prob_sums = [torch.zeros((n, t.shape[0]), dtype=torch.float32) for t in texts]
     passes = torch.zeros(n, dtype=torch.int32)
-    covering = repeated_grid_sampling(xyz, voxel_size, generator)
-    extra = max(0, min_passes - len(covering))
-    schedule = covering + [random_grid_sample(xyz, voxel_size, generator) for _ in range(extra)]
-    if max_passes is not None:
-        schedule = schedule[:max_passes]
+    if voxel_size is None:
+        schedule, rotate_z = [torch.arange(n)], False
+    else:
+        covering = repeated_grid_sampling(xyz, voxel_size, generator)
+        extra = max(0, min_passes - len(covering))
+        schedule = covering + [random_grid_sample(xyz, voxel_size, generator) for _ in range(extra)]
+        if max_passes is not None:
+            schedule = schedule[:max_passes]
     for idx in schedule:
         angle = float(torch.rand((), generator=generator)) * 2.0 * math.pi if rotate_z else 0.0
         feats = torch.nn.functional.normalize(features_of(idx, angle).float(), dim=1).cpu()
@@ -108,7 +114,7 @@ def pseudo_label_points(
     xyz: torch.Tensor,
     text_embeddings: torch.Tensor,
     vocabulary: list[str],
-    voxel_size: float = 0.02,
+    voxel_size: float | None = 0.02,
     temperature: float = 0.01,
     min_passes: int = 1,
     max_passes: int | None = None,

@@ -63,7 +63,7 @@ log = logging.getLogger(__name__)
 @dataclass
 class PseudoConfig:
     checkpoint: str | None = None  # the stage-1 model that labels the scenes
-    voxel_size: float = 0.05  # grid of the repeated random sampling
+    voxel_size: float | None = 0.05  # grid of the repeated random sampling; null: one pass over every point
     temperature: float = 0.01  # softmax(cos / T)
     confidence: float = 0.5  # averaged top probability below this → ignored
     min_passes: int = 2
