@@ -5,13 +5,14 @@
 data    synthetic rooms are generated when the config asks for them (complete scenes are kept)
 labels  pixel-wise entities for every training frame (the labelling pipeline's resumable cache;
         `labelling.labeller: oracle` without model weights, `models` with them)
-stage1  partial-scene pre-training (skipped when its final checkpoint exists)
-stage2  pseudo-labels from the stage-1 model + full-scene fine-tuning (skipped when done)
+stage1  partial-scene pre-training (skipped when finished with the settings asked for)
+stage2  pseudo-labels from the stage-1 model + full-scene fine-tuning (the same)
 eval    zero-shot segmentation of the held-out scenes' clouds with each trained model: mIoU,
         mAcc, per-class IoU, optional base/novel hIoU, and with `evaluation.query_texts` (class →
         text) the same under those texts, e.g. names never used as training labels ("<stage>,
         query texts"), and with `evaluation.repeated_sampling.passes: N` by class distributions
         averaged over N repeated grid sampling passes ("<stage>, N passes"); markdown/JSON report + PNGs
+        in report/ (report_nocons/, report_scratch/ for the ablation runs)
 
 A training stage with an unfinished run (checkpoints below its final step) continues only with
 `resume=True`; `from_stage` starts that stage and every later one over, moving the old run folders
@@ -344,7 +345,8 @@ def run_curriculum(cfg: dict, opts: CurriculumOptions | None = None) -> Curricul
         scenes = [Scene(p) for p in val_scenes]
         class_names = list(ev.get("class_names") or scenes[0].class_names)
         encoder = TextEncoder(copy.deepcopy(s1.get("text_encoder")) or {})
-        report_dir = run_dir / "report"
+        # An ablation's report beside the default run's, not over it (stage folders are named alike).
+        report_dir = run_dir / f"report{suffix}{'_scratch' if opts.stage2_from_scratch else ''}"
         runs = {"stage 1": s1_ckpt} | ({"stage 2": s2_ckpt} if s2_ckpt else {})
         query_texts = dict(ev.get("query_texts") or {})
         sampling = RepeatedSamplingConfig.from_dict(ev.get("repeated_sampling"))
