@@ -11,9 +11,9 @@ One run directory holds the shared scenes and entities; each variant trains only
 
     python bench/bench_curriculum.py [--budget] [--smoke] [--out DIR] [KEY=VALUE ...]
 
-Default sizes are the demo's (config/curriculum.yaml) on 6 + 2 rooms (over an hour on 2 CPU cores;
-not timed with the current 2400-step stage 1). --budget: 543 s measured on a 2-core AMD EPYC (4 + 2
-smaller rooms, 1000 stage-1 steps, shorter stage 2); --smoke is the
+Default sizes are the demo's (config/curriculum.yaml) on 6 + 2 rooms: 1624 s on a 2-core AMD EPYC
+(AVX512). --budget: 345 s there (4 + 2 smaller rooms, 1000 stage-1 steps, 80 stage-2 steps: stage 2
+hardly moves, so its rows tell little); --smoke is the
 smallest run that exercises every variant (numbers meaningless). KEY=VALUE overrides the
 curriculum config after the preset.
 """
@@ -121,7 +121,7 @@ def format_tables(results: dict[str, dict]) -> str:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     g = p.add_mutually_exclusive_group()
-    g.add_argument("--budget", action="store_true", help="about 15 minutes on 2 CPU cores")
+    g.add_argument("--budget", action="store_true", help="about 6 minutes on 2 CPU cores")
     g.add_argument("--smoke", action="store_true", help="smallest sizes: checks that every variant runs")
     p.add_argument("--out", type=Path, default=Path("outputs/bench_curriculum"))
     p.add_argument("--progress", action="store_true")

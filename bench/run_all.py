@@ -14,7 +14,7 @@ if __name__ == "__main__":
         print(f"\n## {script.name}\n", flush=True)
         args = sys.argv[1:]
         if script.name == "bench_curriculum.py" and "--quick" in args:
-            # Its short preset is --budget (about 15 minutes on 2 cores); the full run takes an hour.
+            # Its short preset is --budget (about 6 minutes on 2 cores); the full run takes ~27.
             args = ["--budget" if a == "--quick" else a for a in args]
         if subprocess.run([sys.executable, str(script), *args], cwd=here.parent).returncode != 0:
             failed.append(script.name)

@@ -1,7 +1,10 @@
 """Regenerate RESULTS.md from what the code prints: the benchmark tables (`bench/run_all.py`) and
 the demo's own reports (`make demo` must have run; its outputs are read, not re-typed).
 
-    python bench/write_results.py [--quick] [--demo-dir outputs/demo]
+    python bench/write_results.py [--quick] [--demo-dir outputs/demo] [--curriculum-log FILE]
+
+--curriculum-log: the saved stdout of a full `bench/bench_curriculum.py` run (27 minutes on 2 cores,
+so not part of `make bench`), whose tables are added as they were printed.
 """
 
 import argparse
@@ -19,6 +22,7 @@ if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="pass --quick to the benchmarks")
     ap.add_argument("--demo-dir", type=Path, default=ROOT / "outputs" / "demo")
+    ap.add_argument("--curriculum-log", type=Path, help="stdout of a full bench/bench_curriculum.py run")
     args = ap.parse_args()
     cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
                 if line.startswith("model name")), platform.processor())
@@ -35,6 +39,12 @@ if __name__ == "__main__":
                   report.read_text().replace("# pgov3d curriculum: held-out scenes", "").strip(), ""]
     if online.exists():
         parts += ["## `make demo`: online node queries", "", online.read_text().strip(), ""]
+    if args.curriculum_log:
+        log_lines = args.curriculum_log.read_text().splitlines()
+        parts += ["## bench_curriculum.py, full preset (demo-sized; run outside `make bench`)", "",
+                  *[ln if not ln.startswith("CPU:") else f"{ln}\n" for ln in log_lines
+                    if ln.startswith(("|", "CPU:")) or ln.endswith("(finished steps are skipped when run again)")],
+                  ""]
     # Only stdout is parsed; stderr passes through, so a failing benchmark shows why.
     bench = subprocess.run([sys.executable, str(ROOT / "bench" / "run_all.py"), *(["--quick"] if args.quick else [])],
                            cwd=ROOT, stdout=subprocess.PIPE, text=True)

@@ -9,7 +9,7 @@ import pytest
 
 from pgov3d_core.config import load_config
 from pgov3d_core.training.checkpoint import latest_checkpoint, load_checkpoint
-from pgov3d_core.training.curriculum import CurriculumError, CurriculumOptions, run_curriculum
+from pgov3d_core.training.curriculum import CurriculumError, CurriculumOptions, changed_settings, run_curriculum
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
@@ -125,7 +125,11 @@ def test_finished_stage_trained_with_other_settings_is_not_reused(trained):
     with pytest.raises(CurriculumError, match=r"stage2 .* other settings \(pseudo\.confidence: 0\.5 -> 0\.6\).*"
                                               r"--from-stage stage2"):
         run_curriculum(cfg, CurriculumOptions(progress=False))
-    # Settings of how a run reports are not what it learnt: still skipped.
+    # Settings of how a run reports are not what it learnt, nor is the same folder written another way.
+    same_folder = {"data": {"root": f"{tmp}/stage1/../scenes"}}
+    assert changed_settings({"data": {"root": str(tmp / "scenes")}}, same_folder) == []
+    assert changed_settings({"data": {"root": str(tmp / "scenes")}}, {"data": {"root": str(tmp / "other")}}) == [
+        f"data.root: {str(tmp / 'scenes')!r} -> {str(tmp / 'other')!r}"]
     cfg = small_config(tmp, **{"stage2.overrides.train.log_every": 3, "stage1.overrides.train.tensorboard": True})
     status = {s.stage: s.status for s in run_curriculum(cfg, CurriculumOptions(progress=False)).steps}
     assert status["stage1"] == "skipped" and status["stage2"] == "skipped"

@@ -152,8 +152,14 @@ def changed_settings(trained: dict, requested: dict) -> list[str]:
     def run_only(key: str) -> bool:
         return any(key == s or key.startswith(s + ".") for s in _RUN_ONLY_SETTINGS)
 
+    def same(x, y) -> bool:  # paths written relative once and absolute the next time are the same setting
+        if x == y:
+            return True
+        return isinstance(x, str) and isinstance(y, str) and os.path.exists(x) and os.path.exists(y) \
+            and os.path.samefile(x, y)
+
     return [f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in sorted(set(a) | set(b))
-            if not run_only(k) and a.get(k) != b.get(k)]
+            if not run_only(k) and not same(a.get(k), b.get(k))]
 
 
 def _training_stage(name: str, run_dir: Path, steps: int, opts: CurriculumOptions, forced: bool, train_fn,
