@@ -82,6 +82,14 @@ class CurriculumError(RuntimeError):
     pass
 
 
+class StaleStageError(CurriculumError):
+    """A finished training stage was trained with other settings than those asked for now."""
+
+    def __init__(self, message: str, stage: str):
+        super().__init__(message)
+        self.stage = stage
+
+
 @dataclass
 class RepeatedSamplingConfig:
     """`evaluation.repeated_sampling`: also score each model with the paper's repeated grid sampling
@@ -173,10 +181,10 @@ def _training_stage(name: str, run_dir: Path, steps: int, opts: CurriculumOption
     if done is not None and done >= steps:
         changed = [] if cfg is None else changed_settings(load_checkpoint(latest_checkpoint(run_dir))["config"], cfg)
         if changed:
-            raise CurriculumError(
+            raise StaleStageError(
                 f"{name} in {run_dir} was trained with other settings ({'; '.join(changed[:6])}"
                 f"{'; ...' if len(changed) > 6 else ''}): pass --from-stage {name} to train it again (the old run "
-                "is moved aside) or use another run_dir"
+                "is moved aside) or use another run_dir", name
             )
         return "skipped"
     if done is not None and not opts.resume:
