@@ -29,7 +29,7 @@ from pathlib import Path
 
 from pgov3d_core.config import load_config
 from pgov3d_core.query_kernels import cpu_summary
-from pgov3d_core.training.curriculum import CurriculumOptions, StaleStageError, run_curriculum
+from pgov3d_core.training.curriculum import CurriculumOptions, StaleStageError, move_aside, run_curriculum
 
 ROOT = Path(__file__).resolve().parents[1]
 SEEDS = ["data.synthetic.train_seeds=[200,201,202,203,204,205]", "data.synthetic.val_seeds=[300,301]"]
@@ -85,10 +85,10 @@ def run_ablations(out: Path, preset: list[str], extra: list[str], progress: bool
     r = _run(_config(out, main_dir, preset, extra), progress=progress)
     dt = time.monotonic() - t
     one_dir = out / "one_pass"
-    if {s.stage: s.status for s in r.steps}.get("stage1") != "skipped" and one_dir.exists():
+    if {s.stage: s.status for s in r.steps}.get("stage1") != "skipped":
         # Its stage 1 is a copy of the one just trained again: the old copy (and what was trained
         # from it) no longer belongs to this run.
-        one_dir.rename(one_dir.with_name(f"one_pass.old-{time.strftime('%Y%m%d-%H%M%S')}"))
+        move_aside(one_dir)
     record("stage 1 (λ=0.2)", r.metrics["stage 1"], dt)
     record("stage 2 (from stage 1, repeated sampling)", r.metrics["stage 2"], dt)
 

@@ -129,7 +129,8 @@ def _final_step(run_dir: Path) -> int | None:
     return None if path is None else int(load_checkpoint(path)["step"])
 
 
-def _move_aside(path: Path) -> None:
+def move_aside(path: Path) -> None:
+    """Rename a run folder to `<name>.old-<time>` (a run is never deleted); nothing if it is absent."""
     if path.exists():
         target = path.with_name(f"{path.name}.old-{time.strftime('%Y%m%d-%H%M%S')}")
         path.rename(target)
@@ -176,7 +177,7 @@ def _training_stage(name: str, run_dir: Path, steps: int, opts: CurriculumOption
     only if it was trained with the settings asked for now (`cfg`): otherwise rerunning with, say, a
     new stage-2 setting would report the old model under the new name."""
     if forced:
-        _move_aside(run_dir)
+        move_aside(run_dir)
     done = _final_step(run_dir) if checkpoint_dir(run_dir).exists() else None
     if done is not None and done >= steps:
         changed = [] if cfg is None else changed_settings(load_checkpoint(latest_checkpoint(run_dir))["config"], cfg)
