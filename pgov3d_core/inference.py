@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from pgov3d_core.geometry import turned
 from pgov3d_core.models import build_model, resolve_model_config
 from pgov3d_core.models.batch import collate_clouds, voxelize_cloud
 from pgov3d_core.models.inputs import check_full_cloud_inputs, point_inputs
@@ -69,6 +70,11 @@ class PointFeaturePredictor:
         with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.device.type == "cuda"):
             out = self.model(batch)
         return out.float().cpu()
+
+    def subset_features(self, xyz: torch.Tensor, rgb: torch.Tensor):
+        """The `pseudo_labels.FeatureFn` of a cloud: (indices, angle) → features of that subset alone,
+        turned by the angle about the vertical axis (what repeated grid sampling runs per pass)."""
+        return lambda idx, angle: self.features(turned(xyz[idx], angle), rgb[idx])
 
 
 def predict_classes(point_features: torch.Tensor, text_embeddings: torch.Tensor, chunk: int = 65536):

@@ -33,7 +33,6 @@ import torch
 
 from pgov3d_core.config import apply_overrides, from_section, get, load_config, merge
 from pgov3d_core.data.scene import Scene
-from pgov3d_core.geometry import turned
 from pgov3d_core.inference import PointFeaturePredictor, predict_classes
 from pgov3d_core.labelling.text_encoder import TextEncoder
 from pgov3d_core.scene_evaluation import (
@@ -226,7 +225,7 @@ def evaluate_checkpoint(
         if sampling is not None and sampling.passes > 0:
             texts = [text] + ([query_text] if query_text is not None else [])
             probs, _ = repeated_sampling_probabilities(
-                lambda idx, angle, xyz=xyz, rgb=rgb: predictor.features(turned(xyz[idx], angle), rgb[idx]), xyz, texts,
+                predictor.subset_features(xyz, rgb), xyz, texts,
                 voxel_size=sampling.voxel_size, temperature=sampling.temperature, min_passes=sampling.passes,
                 generator=torch.Generator().manual_seed(sampling.seed), rotate_z=sampling.rotate)
             pred = probs[0].argmax(dim=1).numpy()

@@ -28,7 +28,7 @@ from torch import nn
 
 from pgov3d_core.config import from_section, get, merge, section
 from pgov3d_core.data.scene import Scene, SceneError
-from pgov3d_core.geometry import random_grid_sample, turned
+from pgov3d_core.geometry import random_grid_sample
 from pgov3d_core.inference import PointFeaturePredictor
 from pgov3d_core.labelling.text_encoder import TextEncoder
 from pgov3d_core.models import build_model, resolve_model_config
@@ -119,7 +119,7 @@ def generate_pseudo_labels(
             text = encoder.encode(vocabulary)
             g = torch.Generator().manual_seed(pcfg.seed)
             pl = pseudo_label_points(
-                lambda idx, angle, xyz=xyz, rgb=rgb: predictor.features(turned(xyz[idx], angle), rgb[idx]),
+                predictor.subset_features(xyz, rgb),
                 xyz, text, vocabulary, voxel_size=pcfg.voxel_size, temperature=pcfg.temperature,
                 min_passes=pcfg.min_passes, max_passes=pcfg.max_passes,
                 confidence_threshold=pcfg.confidence, generator=g, rotate_z=pcfg.rotate,
