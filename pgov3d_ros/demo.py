@@ -29,7 +29,7 @@ from pgov3d_core.config import load_config
 from pgov3d_core.data.scene import PointCloud, Scene, write_ply_cloud
 from pgov3d_core.scene_evaluation import query_hit_statistics
 from pgov3d_core.training.checkpoint import latest_checkpoint
-from pgov3d_core.training.curriculum import CurriculumOptions, run_curriculum, summary_table
+from pgov3d_core.training.curriculum import RUN_ERRORS, CurriculumOptions, run_curriculum, summary_table
 
 QUICK_OVERRIDES = [  # the smallest end-to-end run (CI keeps it working); numbers are not meaningful
     "data.synthetic.train_seeds=[0]", "data.synthetic.val_seeds=[100]", "data.synthetic.n_frames=6",
@@ -132,10 +132,13 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.monotonic()
     out = args.out.resolve()
     overrides = [f"run_dir={out}", f"data.train_root={out}/scenes/train", f"data.val_root={out}/scenes/val"]
-    cfg = load_config(args.config, overrides + (QUICK_OVERRIDES if args.quick else []) + args.overrides)
-
     print(f"[1/2] curriculum → {out}  (resumable: re-running skips finished steps)", flush=True)
-    result = run_curriculum(cfg, CurriculumOptions(resume=True, progress=not args.quick))
+    try:
+        cfg = load_config(args.config, overrides + (QUICK_OVERRIDES if args.quick else []) + args.overrides)
+        result = run_curriculum(cfg, CurriculumOptions(resume=True, progress=not args.quick))
+    except RUN_ERRORS as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     print(summary_table(result), flush=True)
 
     scene_dir = sorted(Path(cfg["data"]["val_root"]).iterdir())[0]

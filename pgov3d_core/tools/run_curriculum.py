@@ -18,16 +18,13 @@ import logging  # noqa: E402
 import sys  # noqa: E402
 
 from pgov3d_core.config import load_config  # noqa: E402
-from pgov3d_core.training.checkpoint import CheckpointError  # noqa: E402
 from pgov3d_core.training.curriculum import (  # noqa: E402
+    RUN_ERRORS,
     STAGES,
-    CurriculumError,
     CurriculumOptions,
     run_curriculum,
     summary_table,
 )
-from pgov3d_core.training.distributed import WorkerError  # noqa: E402
-from pgov3d_core.weights import WeightsError  # noqa: E402
 
 
 def main(argv=None) -> int:
@@ -48,7 +45,7 @@ def main(argv=None) -> int:
         cfg = load_config(args.config, args.overrides)
         result = run_curriculum(cfg, CurriculumOptions(args.from_stage, args.resume, args.no_consistency,
                                                        args.no_stage2, args.stage2_from_scratch, not args.quiet))
-    except (CurriculumError, CheckpointError, WeightsError, WorkerError, FileNotFoundError, ValueError) as exc:
+    except RUN_ERRORS as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print()

@@ -41,9 +41,11 @@ from pgov3d_core.scene_evaluation import (
     render_top_down,
     write_report,
 )
-from pgov3d_core.training.checkpoint import checkpoint_dir, latest_checkpoint, load_checkpoint
+from pgov3d_core.training.checkpoint import CheckpointError, checkpoint_dir, latest_checkpoint, load_checkpoint
+from pgov3d_core.training.distributed import WorkerError
 from pgov3d_core.training.pseudo_labels import repeated_sampling_probabilities
 from pgov3d_core.training.stage1_data import scene_paths
+from pgov3d_core.weights import WeightsError
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +89,11 @@ class StaleStageError(CurriculumError):
     def __init__(self, message: str, stage: str):
         super().__init__(message)
         self.stage = stage
+
+
+# What a curriculum run reports as "error: <message>" rather than a traceback (bad config, data,
+# scenes written with other settings, checkpoints, weights, a failed worker): the CLI and the demo.
+RUN_ERRORS = (CurriculumError, CheckpointError, WeightsError, WorkerError, FileNotFoundError, ValueError)
 
 
 @dataclass

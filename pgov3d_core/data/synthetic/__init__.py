@@ -23,6 +23,9 @@ Conventions (shared with `pgov3d_core.data.scene` and `pgov3d_core.geometry`):
   from two fixed lights, times a small positional hash noise. Colour is a function of the world
   point, its surface normal and the part, so a surface has the same colour in every frame and in
   the scene cloud: a 3D network can learn class from colour + geometry.
+* Sensor errors (`sensor.SensorNoise`, `generate_scene(sensor_noise=True)`): frames can carry a
+  consumer RGB-D camera's depth noise, dropouts, flying pixels and per-frame exposure, while labels,
+  poses and the scene cloud stay exact (a scan's fused reconstruction).
 * Determinism: everything derives from the seed through separate numpy random streams (layout,
   trajectory, cloud sampling), so a seed reproduces byte-identical files; nothing depends on
   time, hashing of Python objects or set order.
@@ -34,8 +37,8 @@ In-memory API (benchmarks): `SyntheticRoom.random(seed)`, `room.trajectory(n)`,
 Modules, one concern each: `classes` (the class list), `primitives` (boxes, cylinders, room faces,
 ray intersection; parts and objects), `textures` (palettes, texture patterns, shading),
 `renderer` (`SyntheticRoom`: camera path, rendering, surface cloud; camera helpers), `furniture`
-(object recipes), `layout` (random room layouts), `output` (scene folders, datasets, CLI). Every
-public name is importable from `pgov3d_core.data.synthetic`.
+(object recipes), `layout` (random room layouts), `sensor` (camera errors on frames), `output`
+(scene folders, datasets, CLI). Every public name is importable from `pgov3d_core.data.synthetic`.
 """
 
 from pgov3d_core.data.synthetic.classes import CLASS_ID, CLASS_NAMES, OBJECT_CLASSES, STRUCTURE_CLASSES
@@ -60,12 +63,13 @@ from pgov3d_core.data.synthetic.renderer import (
     look_pose,
     pixel_rays,
 )
+from pgov3d_core.data.synthetic.sensor import SensorNoise
 from pgov3d_core.data.synthetic.textures import APPEARANCE, ART, FABRIC, GLASS, PLAIN, PLASTER, TILES, WOOD, Variant
 
 __all__ = [
     "APPEARANCE", "ART", "Box", "CLASS_ID", "CLASS_NAMES", "Cylinder", "DEFAULT_DENSITY", "DEPTH_SCALE", "FABRIC",
     "GENERATOR_VERSION", "GLASS", "INSTANCE_DIR", "OBJECT_CLASSES", "PLAIN", "PLASTER", "Part", "ROOM_SIZE_RANGE",
-    "Render", "RoomBuilder", "RoomFace", "STRUCTURE_CLASSES", "SceneObject", "SurfaceSamples", "SyntheticRoom",
-    "TILES", "Variant", "WOOD", "default_intrinsics", "generate_dataset", "generate_scene", "intersect_room",
-    "look_pose", "main", "pixel_rays", "scene_is_complete",
+    "Render", "RoomBuilder", "RoomFace", "STRUCTURE_CLASSES", "SceneObject", "SensorNoise", "SurfaceSamples",
+    "SyntheticRoom", "TILES", "Variant", "WOOD", "default_intrinsics", "generate_dataset", "generate_scene",
+    "intersect_room", "look_pose", "main", "pixel_rays", "scene_is_complete",
 ]

@@ -18,6 +18,7 @@ from pgov3d_core.data.frame import Frame
 from pgov3d_core.data.scene import META_FILE, Scene, SceneError, write_ply_cloud, write_scene
 from pgov3d_core.data.synthetic.classes import CLASS_NAMES
 from pgov3d_core.data.synthetic.renderer import DEFAULT_DENSITY, SurfaceSamples, SyntheticRoom, default_intrinsics
+from pgov3d_core.data.synthetic.sensor import SensorNoise
 from pgov3d_core.fileio import atomic_write_dir
 
 log = logging.getLogger(__name__)
@@ -39,6 +40,7 @@ def generate_scene(
     color_format: str = "png",
     overwrite: bool = False,
     cloud: str = "observed",
+    sensor_noise: bool = False,
 ) -> Path:
     """Write the room of `seed` as a canonical scene folder (see `pgov3d_core.data.scene`):
     colour, depth (mm), pose, label (class id + 1) per frame, intrinsics, `scene.ply` (the full
@@ -50,6 +52,11 @@ def generate_scene(
     sees (`SyntheticRoom.observed_mask`), as a real scan's cloud is reconstructed from its frames
     and holds only what they observed; "all" keeps every visible-from-inside surface point
     (including, e.g., the ceiling above the camera's pitch range, which no frame shows).
+
+    `sensor_noise`: give the frames a consumer RGB-D camera's errors (`sensor.SensorNoise`: depth
+    noise growing with distance and incidence, no depth at grazing angles, flying pixels on depth
+    edges, per-frame exposure and white balance), seeded by the room's seed; labels, poses and
+    the scan cloud stay exact. False: exact rendered frames.
 
     Refuses to write over existing outputs unless `overwrite` (which first removes exactly the
     files and folders this function writes)."""
@@ -74,8 +81,12 @@ def generate_scene(
                                  samples.labels[keep], samples.instances[keep])
     write_ply_cloud(root / "scene.ply", samples.cloud(), extra={"instance": samples.instances.astype(np.int32)})
 
+    noise = SensorNoise(seed=seed) if sensor_noise else None
+
     def frames() -> Iterator[Frame]:
-        for frame, inst in room.render_frames(n_frames, width, height):
+        for i, (frame, inst) in enumerate(room.render_frames(n_frames, width, height)):
+            if noise is not None:
+                frame.depth, frame.color = noise.apply(frame.depth, frame.color, frame.K, i)
             path = root / INSTANCE_DIR / f"{frame.frame_id}.png"
             path.parent.mkdir(parents=True, exist_ok=True)
             Image.fromarray(inst.astype(np.uint16)).save(path)
@@ -84,7 +95,8 @@ def generate_scene(
     summary = room.summary()
     summary.update({"generator": f"pgov3d_core.data.synthetic v{GENERATOR_VERSION}", "n_frames": n_frames,
                     "width": width, "height": height, "cloud_density": float(density),
-                    "cloud": cloud, "cloud_points": len(samples.xyz), "surface_points": n_surface})
+                    "cloud": cloud, "cloud_points": len(samples.xyz), "surface_points": n_surface,
+                    "sensor_noise": bool(sensor_noise)})
     extra = {"instance_dir": INSTANCE_DIR, "instance_classes": room.instance_classes, "synthetic": summary}
     write_scene(root, frames(), class_names=list(CLASS_NAMES), depth_scale=DEPTH_SCALE, color_format=color_format,
                 source="synthetic", extra_meta=extra)
@@ -113,7 +125,9 @@ def generate_dataset(
     """One scene per seed at `root/scene_XXXX` (XXXX = seed, zero-padded). Resumable: complete
     scenes are skipped; each scene is written into a hidden temporary folder under `root` and
     renamed into place at the end, so an interrupted scene never looks complete (its leftovers
-    are removed on the next run; do not run two writers on one root). `on_scene(path,
+    are removed on the next run; do not run two writers on one root). A complete scene written
+    with other settings (frames, size, density, cloud, sensor noise: its meta.yaml records them)
+    is a ValueError naming them, not silently reused. `on_scene(path,
     generated)` is called per seed, in seed order. `workers` > 1 writes that many scenes at once
     in spawned processes (the files are the same: each scene depends on its seed only).
     `scene_kwargs` go to `generate_scene`."""
@@ -121,6 +135,13 @@ def generate_dataset(
     root.mkdir(parents=True, exist_ok=True)
     seeds = [int(s) for s in seeds]
     todo = [seed for seed in seeds if not scene_is_complete(root / f"scene_{seed:04d}")]
+    for seed in seeds:
+        if seed not in todo:
+            changed = _changed_settings(root / f"scene_{seed:04d}", scene_kwargs)
+            if changed:
+                raise ValueError(f"{root / f'scene_{seed:04d}'}: written with other settings than asked for "
+                                 f"({'; '.join(changed)}); remove the scene folder to write it again, or use "
+                                 "another root")
     if workers > 1 and len(todo) > 1:
         import concurrent.futures
         import multiprocessing
@@ -139,6 +160,29 @@ def generate_dataset(
             on_scene(dest, seed in todo)
         out.append(dest)
     return out
+
+
+# generate_scene keyword -> the meta.yaml `synthetic` key it is recorded under (scenes written
+# before a setting existed record nothing; they were made with its default).
+_RECORDED_SETTINGS = {"n_frames": "n_frames", "width": "width", "height": "height", "density": "cloud_density",
+                      "cloud": "cloud", "sensor_noise": "sensor_noise"}
+
+
+def _changed_settings(path: Path, scene_kwargs: dict) -> list[str]:
+    """'key: recorded -> asked' for each recorded generator setting of the complete scene at `path`
+    that differs from what `scene_kwargs` (with generate_scene's defaults) asks for."""
+    import inspect
+
+    defaults = {k: p.default for k, p in inspect.signature(generate_scene).parameters.items()}
+    recorded = Scene(path).meta.extra.get("synthetic", {})
+    changed = []
+    for arg, key in _RECORDED_SETTINGS.items():
+        asked = scene_kwargs.get(arg, defaults[arg])
+        have = recorded.get(key, defaults[arg])
+        if have != asked and not (isinstance(asked, (int, float)) and isinstance(have, (int, float))
+                                  and float(have) == float(asked)):
+            changed.append(f"{arg}: {have!r} -> {asked!r}")
+    return changed
 
 
 def _write_scene(root: Path, seed: int, scene_kwargs: dict) -> None:
@@ -181,6 +225,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help=f"scene.ply points per square metre of surface (default {DEFAULT_DENSITY:g})")
     parser.add_argument("--color-format", choices=("png", "jpg"), default="png",
                         help="colour image format (default png: lossless and byte-reproducible)")
+    parser.add_argument("--sensor-noise", action="store_true",
+                        help="give the frames a consumer RGB-D camera's errors (depth noise, dropouts, flying "
+                             "pixels, per-frame exposure); labels, poses and scene.ply stay exact")
     parser.add_argument("--scenes", type=int, default=None,
                         help="write a dataset of this many scenes (seeds SEED…SEED+N-1) as OUT/scene_XXXX, "
                              "skipping complete ones")
@@ -190,7 +237,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.frames < 1 or args.width < 2 or args.height < 2 or args.density <= 0:
         parser.error("--frames must be >= 1, --width/--height >= 2 and --density > 0")
     kwargs = {"n_frames": args.frames, "width": args.width, "height": args.height, "density": args.density,
-              "color_format": args.color_format}
+              "color_format": args.color_format, "sensor_noise": args.sensor_noise}
     if args.scenes is not None:
         if args.scenes < 1:
             parser.error("--scenes must be >= 1")
