@@ -310,48 +310,6 @@ def test_repeat_factor_sampling_repeats_frames_with_rare_entities(scenes):
         PartialSceneDataset(scenes[:2], "oracle", {"repeat_threshold": -1})
 
 
-def test_paste_adds_a_rare_floor_standing_entity_to_both_frames(scenes):
-    """data.paste: donors are rare entities (in < paste_rare of the frames) whose lowest point is on
-    their frame's lowest surface; a pasted sample holds the donor's points, turned about z and set
-    on frame a's lowest surface, labelled with the donor's entity, in both frames (matched pairs
-    included). paste = 0 gives exactly the samples of a config without the keys."""
-    base = {"pixel_stride": 1, "pair_offset": [1, 2], "match_voxel": 0.03, "max_pairs": 500, "voxel_size": 0.05}
-    plain = PartialSceneDataset(scenes[:3], "oracle", base)
-    off = PartialSceneDataset(scenes[:3], "oracle", {**base, "paste": 0.0})
-    s0, s1 = plain.get(3, seeded_generator(7, 3)), off.get(3, seeded_generator(7, 3))
-    assert torch.equal(s0.pairs, s1.pairs) and torch.equal(s0.cloud_a.feats, s1.cloud_a.feats)
-    assert off.paste_donors == []
-
-    ds = PartialSceneDataset(scenes[:3], "oracle", {**base, "paste": 1.0, "paste_rare": 0.3})
-    entities = [ds.frame_entities(si, fi) for si, fi in ds.items]
-    freq = {e: sum(e in s for s in entities) / len(entities) for s in entities for e in s}
-    assert ds.paste_donors and {n for _, _, n in ds.paste_donors} <= {e for e, f in freq.items() if f < 0.3}
-    assert "ceiling" not in {n for _, _, n in ds.paste_donors}  # rare in frames, but not standing on the floor
-    for si, fi, name in ds.paste_donors:
-        fp = ds.load_frame(si, fi)
-        assert float(fp.points[fp.labels == fp.names.index(name), 2].min()) <= float(
-            torch.quantile(fp.points[:, 2], 0.02)) + 0.1
-    item = 3
-    si, fi = ds.items[item]
-    g = seeded_generator(7, item)
-    s = ds.get(item, g)
-    fj = ds.scenes[si].frame_ids.index(s.frames[2])
-    a, b = ds.load_frame(si, fi), ds.load_frame(si, fj)
-    extra_a, extra_b = s.cloud_a.num_points - a.points.shape[0], s.cloud_b.num_points - b.points.shape[0]
-    assert extra_a > 0 and extra_a == extra_b  # the same donor points in both frames
-    pasted_a = s.labels_a[-extra_a:]
-    assert pasted_a.unique().numel() == 1
-    name = s.names[int(pasted_a[0])]
-    assert name in {n for _, _, n in ds.paste_donors}
-    assert s.names[int(s.labels_b[-1])] == name
-    # The pasted copies are matched with each other: pairs between the two added blocks.
-    na, nb = a.points.shape[0], b.points.shape[0]
-    between = (s.pairs[:, 0] >= na) & (s.pairs[:, 1] >= nb)
-    assert between.any()
-    with pytest.raises(ValueError, match="paste"):
-        PartialSceneDataset(scenes[:1], "oracle", {"paste": 1.5})
-
-
 # ------------------------------------------------------------------------------ training
 
 

@@ -62,13 +62,6 @@ class PartialSceneConfig:
     # frames whose entities include e, so frames showing rare entities are sampled more often
     # (the loss stays Eq. 2's plain mean over the points of each batch).
     repeat_threshold: float = 0.0
-    # Rare-entity copy-paste (augmentation, off at 0): with this probability a sample gets the points
-    # of one rare entity (in fewer than a fraction `paste_rare` of the frames, standing on its frame's
-    # lowest surface) from another frame, turned about z and set down on the lowest surface of frame
-    # a, in both frames of the pair, so a rare object is a larger share of a batch's points than the
-    # frames alone give it. Needs z up (gravity-aligned poses, as ScanNet's and the synthetic rooms').
-    paste: float = 0.0
-    paste_rare: float = 0.3
     # Back-projected frames kept in memory (MB, least recently used dropped first; 0 = none): a
     # sample's frames are read and decoded again every epoch otherwise, about half of its load time.
     frame_cache_mb: float = 1024.0
@@ -164,11 +157,6 @@ class PartialSceneDataset:
         self._cache_bytes = 0
         if self.cfg.repeat_threshold < 0:
             raise ValueError(f"data.repeat_threshold must be >= 0 (0: off), got {self.cfg.repeat_threshold}")
-        if not 0 <= self.cfg.paste <= 1 or not 0 < self.cfg.paste_rare <= 1:
-            raise ValueError(f"data.paste must be in [0, 1] and data.paste_rare in (0, 1], got "
-                             f"{self.cfg.paste}, {self.cfg.paste_rare}")
-        # Donors for copy-paste: (scene, frame, entity) of every rare entity in every (unrepeated) item.
-        self.paste_donors = self.rare_entity_frames(self.cfg.paste_rare) if self.cfg.paste > 0 else []
         if self.cfg.repeat_threshold > 0:
             repeats = self.repeat_factors(self.cfg.repeat_threshold)
             self.items = [item for item, r in zip(self.items, repeats, strict=True) for _ in range(r)]
@@ -190,61 +178,6 @@ class PartialSceneDataset:
         n_items = len(self.items)
         return [int(round(max([1.0] + [float(np.sqrt(threshold * n_items / counts[n])) for n in names])))
                 for names in present]
-
-    def rare_entity_frames(self, rare: float) -> list[tuple[int, int, str]]:
-        """(scene index, frame index, entity) for each entity that owns pixels in fewer than a
-        fraction `rare` of the items and stands on the frame's lowest surface (its lowest point
-        within 10 cm of the frame's lowest 2 %: objects on the floor, not a ceiling or a picture),
-        once per item that shows it."""
-        present = [self.frame_entities(si, fi) for si, fi in self.items]
-        counts: dict[str, int] = {}
-        for names in present:
-            for n in names:
-                counts[n] = counts.get(n, 0) + 1
-        donors = []
-        for (si, fi), names in zip(self.items, present, strict=True):
-            rare_names = [n for n in sorted(names) if counts[n] < rare * len(self.items)]
-            if not rare_names:
-                continue
-            fp = self.load_frame(si, fi)
-            if fp.points.shape[0] == 0:
-                continue
-            floor = float(torch.quantile(fp.points[:, 2], 0.02))
-            for n in rare_names:
-                mask = fp.labels == fp.names.index(n)
-                if bool(mask.any()) and float(fp.points[mask, 2].min()) <= floor + 0.1:
-                    donors.append((si, fi, n))
-        return donors
-
-    def paste_rare_entity(self, a: FramePoints, b: FramePoints, g: torch.Generator
-                          ) -> tuple[FramePoints, FramePoints]:
-        """Frames a and b with the points of one random donor entity added (`paste`): turned by a
-        random angle about z, its lowest point set on a random point of a's lowest 2 %, the same
-        world points in both frames (so they are matched pairs too)."""
-        donor_si, donor_fi, name = self.paste_donors[int(torch.randint(len(self.paste_donors), (1,), generator=g))]
-        donor = self.load_frame(donor_si, donor_fi)
-        mask = donor.labels == donor.names.index(name)
-        if not bool(mask.any()) or a.points.shape[0] == 0:
-            return a, b
-        pts = donor.points[mask]
-        angle = float(torch.rand((), generator=g)) * 2 * np.pi
-        c, s_ = np.cos(angle), np.sin(angle)
-        rot = torch.tensor([[c, -s_, 0.0], [s_, c, 0.0], [0.0, 0.0, 1.0]], dtype=torch.float32)
-        base = torch.cat([pts[:, :2].mean(dim=0), pts[:, 2].min().reshape(1)])
-        low = a.points[a.points[:, 2] <= torch.quantile(a.points[:, 2], 0.02)]
-        anchor = low[int(torch.randint(low.shape[0], (1,), generator=g))]
-        moved = (pts - base) @ rot.T + anchor
-        colors = donor.colors[mask]
-        normals = None if donor.normals is None else donor.normals[mask] @ rot.T
-
-        def add(fp: FramePoints) -> FramePoints:
-            names = list(fp.names) + ([name] if name not in fp.names else [])
-            lab = torch.full((moved.shape[0],), names.index(name), dtype=torch.int64)
-            return FramePoints(torch.cat([fp.points, moved]), torch.cat([fp.colors, colors]),
-                               None if fp.normals is None or normals is None else torch.cat([fp.normals, normals]),
-                               torch.cat([fp.labels, lab]), names)
-
-        return add(a), add(b)
 
     def __len__(self) -> int:
         return len(self.items)
@@ -327,12 +260,8 @@ class PartialSceneDataset:
         si, fi = self.items[index]
         fj = self.partner_index(si, fi, generator)
         thin = self.cfg.augment.thin_cell(generator)  # one density for both frames of the pair
-        a, b = self.load_frame(si, fi), self.load_frame(si, fj)
-        if self.paste_donors and self.cfg.augment.enabled:
-            if float(torch.rand((), generator=generator)) < self.cfg.paste:
-                a, b = self.paste_rare_entity(a, b, generator)
-        a = self._subsample(a, generator, thin)
-        b = self._subsample(b, generator, thin)
+        a = self._subsample(self.load_frame(si, fi), generator, thin)
+        b = self._subsample(self.load_frame(si, fj), generator, thin)
         pairs = match_frames(a.points, b.points, self.cfg.match_voxel, self.cfg.max_pairs, generator)
         # Joint vocabulary of the two frames, restricted to entities that occur.
         present = sorted({a.names[k] for k in a.labels[a.labels >= 0].unique().tolist()}
