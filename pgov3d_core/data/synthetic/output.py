@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import inspect
 import logging
 import os
 import shutil
@@ -171,16 +172,13 @@ _RECORDED_SETTINGS = {"n_frames": "n_frames", "width": "width", "height": "heigh
 def _changed_settings(path: Path, scene_kwargs: dict) -> list[str]:
     """'key: recorded -> asked' for each recorded generator setting of the complete scene at `path`
     that differs from what `scene_kwargs` (with generate_scene's defaults) asks for."""
-    import inspect
-
     defaults = {k: p.default for k, p in inspect.signature(generate_scene).parameters.items()}
     recorded = Scene(path).meta.extra.get("synthetic", {})
     changed = []
     for arg, key in _RECORDED_SETTINGS.items():
         asked = scene_kwargs.get(arg, defaults[arg])
         have = recorded.get(key, defaults[arg])
-        if have != asked and not (isinstance(asked, (int, float)) and isinstance(have, (int, float))
-                                  and float(have) == float(asked)):
+        if have != asked:  # 1500 and 1500.0 compare equal
             changed.append(f"{arg}: {have!r} -> {asked!r}")
     return changed
 
