@@ -72,6 +72,16 @@ class SensorNoise:
         return out, np.clip(np.round(rgb), 0, 255).astype(np.uint8)
 
 
+def _neighbour(a: np.ndarray, valid: np.ndarray, axis: int, step: int) -> tuple[np.ndarray, np.ndarray]:
+    """(each pixel's neighbour `step` (+1 / -1) pixels back along `axis`: a[i - step], whether that
+    neighbour exists and is valid); np.roll's wrap-around is masked out."""
+    nb_valid = np.roll(valid, step, axis=axis)
+    edge = [slice(None)] * 2
+    edge[axis] = 0 if step == 1 else -1
+    nb_valid[tuple(edge)] = False
+    return np.roll(a, step, axis=axis), nb_valid
+
+
 def _incidence(z: np.ndarray, valid: np.ndarray, K: np.ndarray) -> np.ndarray:
     """Angle (rad) between each pixel's viewing ray and its surface normal, the normal from the
     cross product of the differences to its neighbours along u and v (per axis the one-sided
@@ -83,15 +93,10 @@ def _incidence(z: np.ndarray, valid: np.ndarray, K: np.ndarray) -> np.ndarray:
     p = ray * z[..., None]
 
     def one_sided(axis: int) -> tuple[np.ndarray, np.ndarray]:
-        fwd = np.roll(p, -1, axis=axis) - p
-        bwd = p - np.roll(p, 1, axis=axis)
-        ok_f = valid & np.roll(valid, -1, axis=axis)
-        ok_b = valid & np.roll(valid, 1, axis=axis)
-        last = [slice(None)] * 2
-        last[axis] = -1
-        ok_f[tuple(last)] = False
-        last[axis] = 0
-        ok_b[tuple(last)] = False
+        after, ok_after = _neighbour(p, valid, axis, -1)
+        before, ok_before = _neighbour(p, valid, axis, 1)
+        fwd, bwd = after - p, p - before
+        ok_f, ok_b = valid & ok_after, valid & ok_before
         use_f = ok_f & (~ok_b | (np.abs(fwd[..., 2]) <= np.abs(bwd[..., 2])))
         return np.where(use_f[..., None], fwd, bwd), ok_f | ok_b
 
@@ -108,12 +113,8 @@ def _edge_background(z: np.ndarray, valid: np.ndarray) -> tuple[np.ndarray, np.n
     """(the farthest 4-neighbour's depth, that neighbour's depth minus the pixel's, >= 0) per pixel;
     invalid neighbours are ignored."""
     far = z.copy()
-    for axis, step in ((0, 1), (0, -1), (1, 1), (1, -1)):
-        nb = np.roll(z, step, axis=axis)
-        nb_valid = np.roll(valid, step, axis=axis)
-        if axis == 0:
-            nb_valid[0 if step == 1 else -1] = False
-        else:
-            nb_valid[:, 0 if step == 1 else -1] = False
-        far = np.where(nb_valid & (nb > far), nb, far)
+    for axis in (0, 1):
+        for step in (1, -1):
+            nb, nb_valid = _neighbour(z, valid, axis, step)
+            far = np.where(nb_valid & (nb > far), nb, far)
     return far, far - z
