@@ -117,3 +117,20 @@ def test_dataset_refuses_to_reuse_scenes_written_with_other_settings(tmp_path):
     with pytest.raises(ValueError, match=r"n_frames: 2 -> 3"):
         generate_dataset(tmp_path, [1], **{**kw, "n_frames": 3})
     assert len(Scene(tmp_path / "scene_0001")) == 2  # nothing was overwritten
+
+
+@pytest.mark.parametrize("key, value", [("n_frames", "abc"), ("width", 1), ("density", 0), ("cloud", "mesh"),
+                                        ("sensor_noise", "no"), ("n_frames", 2.5)])
+def test_bad_scene_settings_are_one_error_naming_the_setting_before_anything_is_written(tmp_path, key, value):
+    kw = {"n_frames": 2, "width": 32, "height": 24, "density": 200.0, key: value}
+    with pytest.raises(ValueError, match=rf"setting {key} must be .*{value!r}"):
+        generate_dataset(tmp_path / "scenes", [1], workers=2, **kw)
+    assert not (tmp_path / "scenes").exists()
+
+
+def test_demo_reports_a_bad_synthetic_setting_as_one_error_line(tmp_path, capsys):
+    from pgov3d_ros.demo import main as demo_main
+
+    assert demo_main(["--quick", "--out", str(tmp_path / "demo"), "data.synthetic.n_frames=abc"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1] == "error: synthetic scene setting n_frames must be an integer >= 1, got 'abc'"

@@ -61,6 +61,8 @@ def generate_scene(
 
     Refuses to write over existing outputs unless `overwrite` (which first removes exactly the
     files and folders this function writes)."""
+    check_scene_settings(n_frames=n_frames, width=width, height=height, density=density, color_format=color_format,
+                         cloud=cloud, sensor_noise=sensor_noise)
     root = Path(out_dir)
     existing = [name for name in _OUTPUTS if (root / name).exists()]
     if existing:
@@ -70,8 +72,6 @@ def generate_scene(
             path = root / name
             shutil.rmtree(path) if path.is_dir() else path.unlink()
     root.mkdir(parents=True, exist_ok=True)
-    if cloud not in ("observed", "all"):
-        raise ValueError(f"cloud must be 'observed' or 'all', got {cloud!r}")
     room = SyntheticRoom.random(seed)
     samples = room.sample_points(density)
     n_surface = len(samples.xyz)
@@ -116,6 +116,27 @@ def scene_is_complete(path: str | os.PathLike) -> bool:
     return True
 
 
+def check_scene_settings(**settings) -> None:
+    """ValueError naming the first generate_scene setting of the wrong type or range (a config value
+    such as `data.synthetic.n_frames=abc` would otherwise fail deep in rendering, or, for
+    `sensor_noise: "no"`, silently count as true). Settings not given are not checked."""
+    def bad(key, want):
+        return ValueError(f"synthetic scene setting {key} must be {want}, got {settings[key]!r}")
+
+    for key, low in (("n_frames", 1), ("width", 2), ("height", 2)):
+        value = settings.get(key, low)
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise bad(key, f"an integer >= {low}")
+    density = settings.get("density", DEFAULT_DENSITY)
+    if isinstance(density, bool) or not isinstance(density, (int, float)) or not density > 0:
+        raise bad("density", "a number > 0 (points per square metre)")
+    for key, choices in (("cloud", ("observed", "all")), ("color_format", ("png", "jpg"))):
+        if settings.get(key, choices[0]) not in choices:
+            raise bad(key, f"one of {choices}")
+    if not isinstance(settings.get("sensor_noise", False), bool):
+        raise bad("sensor_noise", "true or false")
+
+
 def generate_dataset(
     root: str | os.PathLike,
     seeds: Iterable[int],
@@ -132,6 +153,7 @@ def generate_dataset(
     generated)` is called per seed, in seed order. `workers` > 1 writes that many scenes at once
     in spawned processes (the files are the same: each scene depends on its seed only).
     `scene_kwargs` go to `generate_scene`."""
+    check_scene_settings(**scene_kwargs)  # before any scene is compared, written or handed to a worker
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
     seeds = [int(s) for s in seeds]
@@ -232,10 +254,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--overwrite", action="store_true",
                         help="single scene: replace existing scene outputs in OUT")
     args = parser.parse_args(argv)
-    if args.frames < 1 or args.width < 2 or args.height < 2 or args.density <= 0:
-        parser.error("--frames must be >= 1, --width/--height >= 2 and --density > 0")
     kwargs = {"n_frames": args.frames, "width": args.width, "height": args.height, "density": args.density,
               "color_format": args.color_format, "sensor_noise": args.sensor_noise}
+    try:
+        check_scene_settings(**kwargs)
+    except ValueError as exc:
+        parser.error(str(exc))
     if args.scenes is not None:
         if args.scenes < 1:
             parser.error("--scenes must be >= 1")
