@@ -38,6 +38,21 @@ def test_one_nested_override_through_the_curriculum_keeps_its_siblings():
     assert s2["train"]["steps"] == 1200 and s2["train"]["threads"] == 1
 
 
+def test_the_balanced_curriculum_is_the_default_plus_entity_balancing_in_both_stages():
+    # config/curriculum_balanced.yaml (not the paper) must stay the default curriculum in every other
+    # setting, so its measured effect in the README is the balancing's alone, and write its own runs.
+    default = load_config(CURRICULUM)
+    balanced = load_config(ROOT / "config" / "curriculum_balanced.yaml")
+    assert balanced["run_dir"] != default["run_dir"]
+    for stage in ("stage1", "stage2"):
+        b, d = stage_config(balanced, stage), stage_config(default, stage)
+        assert d["loss"]["class_balance"] == 0.0 and b["loss"]["class_balance"] == 0.5
+        b["loss"]["class_balance"] = 0.0
+        assert b == d
+    assert {k: v for k, v in balanced.items() if k not in ("run_dir", "stage1", "stage2")} == \
+        {k: v for k, v in default.items() if k not in ("run_dir", "stage1", "stage2")}
+
+
 def test_mapping_values_merge_and_replace_only_when_asked():
     cfg = {"train": {"steps": 10, "lr": 0.1}, "name": "x"}
     assert apply_overrides(cfg, ["train={steps: 4}"])["train"] == {"steps": 4, "lr": 0.1}
