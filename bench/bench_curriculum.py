@@ -9,13 +9,14 @@
 One run directory holds the shared scenes and entities; each variant trains only what it needs
 (the λ = 0.2 stage 1 is shared by Tables 4 and 6 and the one-pass variant).
 
-    python bench/bench_curriculum.py [--budget] [--smoke] [--out DIR] [KEY=VALUE ...]
+    python bench/bench_curriculum.py [--budget] [--smoke] [--config FILE] [--out DIR] [KEY=VALUE ...]
 
 Default sizes are the demo's (config/curriculum.yaml) on 6 + 2 rooms: 1624 s on a 2-core AMD EPYC
 (AVX512). --budget: 345 s there (4 + 2 smaller rooms, 1000 stage-1 steps, 80 stage-2 steps: stage 2
 hardly moves, so its rows tell little); --smoke is the
-smallest run that exercises every variant (numbers meaningless). KEY=VALUE overrides the
-curriculum config after the preset.
+smallest run that exercises every variant (numbers meaningless). --config: the curriculum config
+(default config/curriculum.yaml; config/curriculum_balanced.yaml gives the same ablations with
+entity-balanced alignment). KEY=VALUE overrides it after the preset.
 """
 
 from __future__ import annotations
@@ -57,9 +58,12 @@ PRESETS = {
 ONE_PASS = ["stage2.overrides.pseudo.voxel_size=null"]
 
 
-def _config(out: Path, run_dir: Path, preset: list[str], extra: list[str]) -> dict:
+DEFAULT_CONFIG = ROOT / "config" / "curriculum.yaml"
+
+
+def _config(out: Path, run_dir: Path, preset: list[str], extra: list[str], config: Path = DEFAULT_CONFIG) -> dict:
     base = [f"run_dir={run_dir}", f"data.train_root={out}/scenes/train", f"data.val_root={out}/scenes/val"]
-    return load_config(ROOT / "config" / "curriculum.yaml", base + SEEDS + preset + extra)
+    return load_config(config, base + SEEDS + preset + extra)
 
 
 def _run(cfg: dict, **options):
@@ -72,17 +76,21 @@ def _run(cfg: dict, **options):
         return run_curriculum(cfg, CurriculumOptions(from_stage=exc.stage, **options))
 
 
-def run_ablations(out: Path, preset: list[str], extra: list[str], progress: bool = False) -> dict[str, dict]:
+def run_ablations(out: Path, preset: list[str], extra: list[str], progress: bool = False,
+                  config: Path = DEFAULT_CONFIG) -> dict[str, dict]:
     """Every variant's held-out metrics {name: {"miou", "macc", "seconds"}}."""
     out.mkdir(parents=True, exist_ok=True)
     results: dict[str, dict] = {}
+
+    def variant(run_dir: Path, more: tuple[str, ...] = ()) -> dict:
+        return _config(out, run_dir, preset, extra + list(more), config)
 
     def record(name: str, metrics, seconds: float) -> None:
         results[name] = {"miou": metrics.miou, "macc": metrics.macc, "seconds": seconds}
 
     main_dir = out / "main"
     t = time.monotonic()
-    r = _run(_config(out, main_dir, preset, extra), progress=progress)
+    r = _run(variant(main_dir), progress=progress)
     dt = time.monotonic() - t
     one_dir = out / "one_pass"
     if {s.stage: s.status for s in r.steps}.get("stage1") != "skipped":
@@ -93,11 +101,11 @@ def run_ablations(out: Path, preset: list[str], extra: list[str], progress: bool
     record("stage 2 (from stage 1, repeated sampling)", r.metrics["stage 2"], dt)
 
     t = time.monotonic()
-    r = _run(_config(out, main_dir, preset, extra), no_consistency=True, no_stage2=True, progress=progress)
+    r = _run(variant(main_dir), no_consistency=True, no_stage2=True, progress=progress)
     record("stage 1 (λ=0)", r.metrics["stage 1"], time.monotonic() - t)
 
     t = time.monotonic()
-    r = _run(_config(out, main_dir, preset, extra), stage2_from_scratch=True, progress=progress)
+    r = _run(variant(main_dir), stage2_from_scratch=True, progress=progress)
     record("stage 2 from scratch", r.metrics["stage 2"], time.monotonic() - t)
 
     # One pseudo-labelling pass: its own run directory (stage 2 there), the same stage-1 run copied in
@@ -105,7 +113,7 @@ def run_ablations(out: Path, preset: list[str], extra: list[str], progress: bool
     if not (one_dir / "stage1").exists():
         shutil.copytree(main_dir / "stage1", one_dir / "stage1")
     t = time.monotonic()
-    r = _run(_config(out, one_dir, preset, extra + ONE_PASS), progress=progress)
+    r = _run(variant(one_dir, ONE_PASS), progress=progress)
     record("stage 2 (one pseudo-label pass)", r.metrics["stage 2"], time.monotonic() - t)
     return results
 
@@ -135,6 +143,7 @@ def main(argv=None) -> int:
     g = p.add_mutually_exclusive_group()
     g.add_argument("--budget", action="store_true", help="about 6 minutes on 2 CPU cores")
     g.add_argument("--smoke", action="store_true", help="smallest sizes: checks that every variant runs")
+    p.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help="the curriculum config (default: %(default)s)")
     p.add_argument("--out", type=Path, default=Path("outputs/bench_curriculum"))
     p.add_argument("--progress", action="store_true")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
@@ -143,7 +152,8 @@ def main(argv=None) -> int:
     preset = PRESETS["budget" if args.budget else "smoke" if args.smoke else "full"]
     print(cpu_summary(), flush=True)
     t = time.monotonic()
-    results = run_ablations(args.out.resolve(), preset, list(args.overrides), args.progress)
+    print(f"config: {args.config}", flush=True)
+    results = run_ablations(args.out.resolve(), preset, list(args.overrides), args.progress, args.config)
     print(format_tables(results))
     print(f"\n{time.monotonic() - t:.0f} s in all (finished steps are skipped when run again)")
     return 0

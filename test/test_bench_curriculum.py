@@ -60,3 +60,13 @@ def test_rerun_retrains_only_what_a_changed_setting_touches(tmp_path, capsys):
     cfg = torch.load(tmp_path / "main" / "stage2" / "checkpoints" / "last.pt", weights_only=True)["config"]
     assert cfg["pseudo"]["confidence"] == 0.6
     assert list(tmp_path.glob("main/stage2.old-*"))  # the earlier run moved aside, not deleted
+    # --config: the same ablations from another curriculum file; the balanced one changes both
+    # stages' loss, so both are trained again and carry it.
+    bench.run_ablations(tmp_path, smoke, ["stage2.overrides.pseudo.confidence=0.6"],
+                        config=ROOT / "config" / "curriculum_balanced.yaml")
+    assert "retraining: stage1" in capsys.readouterr().err
+    for stage in ("stage1", "stage2"):
+        cfg = torch.load(tmp_path / "main" / stage / "checkpoints" / "last.pt", weights_only=True)["config"]
+        assert cfg["loss"]["class_balance"] == 0.5
+    cfg = torch.load(tmp_path / "one_pass" / "stage2" / "checkpoints" / "last.pt", weights_only=True)["config"]
+    assert cfg["loss"]["class_balance"] == 0.5 and cfg["pseudo"]["voxel_size"] is None
