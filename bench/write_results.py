@@ -2,9 +2,11 @@
 the demo's own reports (`make demo` must have run; its outputs are read, not re-typed).
 
     python bench/write_results.py [--quick] [--demo-dir outputs/demo] [--curriculum-log FILE]
+                                  [--balanced-demo-dir DIR] [--balanced-curriculum-log FILE]
 
 --curriculum-log: the saved stdout of a full `bench/bench_curriculum.py` run (27 minutes on 2 cores,
-so not part of `make bench`), whose tables are added as they were printed.
+so not part of `make bench`), whose tables are added as they were printed. The --balanced-* pair:
+the same for `config/curriculum_balanced.yaml` (not the paper), in sections of their own.
 """
 
 import argparse
@@ -23,6 +25,10 @@ if __name__ == "__main__":
     ap.add_argument("--quick", action="store_true", help="pass --quick to the benchmarks")
     ap.add_argument("--demo-dir", type=Path, default=ROOT / "outputs" / "demo")
     ap.add_argument("--curriculum-log", type=Path, help="stdout of a full bench/bench_curriculum.py run")
+    ap.add_argument("--balanced-demo-dir", type=Path,
+                    help="outputs of `python -m pgov3d_ros.demo --config config/curriculum_balanced.yaml`")
+    ap.add_argument("--balanced-curriculum-log", type=Path,
+                    help="stdout of a full bench/bench_curriculum.py --config config/curriculum_balanced.yaml run")
     args = ap.parse_args()
     cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
                 if line.startswith("model name")), platform.processor())
@@ -32,19 +38,33 @@ if __name__ == "__main__":
         f"{'CUDA ' + torch.cuda.get_device_name() if torch.cuda.is_available() else 'no GPU'}; "
         f"torch {torch.__version__}; {time.strftime('%Y-%m-%d')}.", "",
     ]
-    report = args.demo_dir / "report" / "report.md"
-    online = args.demo_dir / "online.md"
-    if report.exists():
-        parts += ["## `make demo`: curriculum on synthetic rooms (held-out rooms)", "",
-                  report.read_text().replace("# pgov3d curriculum: held-out scenes", "").strip(), ""]
-    if online.exists():
-        parts += ["## `make demo`: online node queries", "", online.read_text().strip(), ""]
+
+    def demo_sections(demo_dir: Path, title: str) -> list[str]:
+        report, online = demo_dir / "report" / "report.md", demo_dir / "online.md"
+        out = []
+        if report.exists():
+            out += [f"## {title}: curriculum on synthetic rooms (held-out rooms)", "",
+                    report.read_text().replace("# pgov3d curriculum: held-out scenes", "").strip(), ""]
+        if online.exists():
+            out += [f"## {title}: online node queries", "", online.read_text().strip(), ""]
+        return out
+
+    def curriculum_log_section(log: Path, title: str) -> list[str]:
+        return [f"## {title}", "",
+                *[ln if not ln.startswith("CPU:") else f"{ln}\n" for ln in log.read_text().splitlines()
+                  if ln.startswith(("|", "CPU:")) or ln.endswith("(finished steps are skipped when run again)")],
+                ""]
+
+    parts += demo_sections(args.demo_dir, "`make demo`")
     if args.curriculum_log:
-        log_lines = args.curriculum_log.read_text().splitlines()
-        parts += ["## bench_curriculum.py, full preset (demo-sized; run outside `make bench`)", "",
-                  *[ln if not ln.startswith("CPU:") else f"{ln}\n" for ln in log_lines
-                    if ln.startswith(("|", "CPU:")) or ln.endswith("(finished steps are skipped when run again)")],
-                  ""]
+        parts += curriculum_log_section(args.curriculum_log,
+                                        "bench_curriculum.py, full preset (demo-sized; run outside `make bench`)")
+    balanced = "`config/curriculum_balanced.yaml` (entity-balanced alignment, not the paper)"
+    if args.balanced_demo_dir:
+        parts += demo_sections(args.balanced_demo_dir, f"The demo with {balanced}")
+    if args.balanced_curriculum_log:
+        parts += curriculum_log_section(args.balanced_curriculum_log,
+                                        f"bench_curriculum.py, full preset, with {balanced}")
     # Only stdout is parsed; stderr passes through, so a failing benchmark shows why.
     bench = subprocess.run([sys.executable, str(ROOT / "bench" / "run_all.py"), *(["--quick"] if args.quick else [])],
                            cwd=ROOT, stdout=subprocess.PIPE, text=True)
