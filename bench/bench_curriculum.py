@@ -151,8 +151,8 @@ def main(argv=None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     preset = PRESETS["budget" if args.budget else "smoke" if args.smoke else "full"]
     print(cpu_summary(), flush=True)
-    t = time.monotonic()
     print(f"config: {args.config}", flush=True)
+    t = time.monotonic()
     results = run_ablations(args.out.resolve(), preset, list(args.overrides), args.progress, args.config)
     print(format_tables(results))
     print(f"\n{time.monotonic() - t:.0f} s in all (finished steps are skipped when run again)")

@@ -50,10 +50,9 @@ if __name__ == "__main__":
         return out
 
     def curriculum_log_section(log: Path, title: str) -> list[str]:
-        return [f"## {title}", "",
-                *[ln if not ln.startswith("CPU:") else f"{ln}\n" for ln in log.read_text().splitlines()
-                  if ln.startswith(("|", "CPU:")) or ln.endswith("(finished steps are skipped when run again)")],
-                ""]
+        kept = [ln for ln in log.read_text().splitlines() if ln.startswith(("|", "CPU:", "config:"))
+                or ln.endswith("(finished steps are skipped when run again)")]
+        return [f"## {title}", "", *[ln if not ln.startswith(("CPU:", "config:")) else f"{ln}\n" for ln in kept], ""]
 
     parts += demo_sections(args.demo_dir, "`make demo`")
     if args.curriculum_log:
