@@ -1,8 +1,10 @@
 """Benchmark: one 3D-network training step (forward, Eq. 2 alignment loss, backward, AdamW) vs
 voxel count, for the default preset (MinkUNet18A-size) unless --preset says otherwise, on each
-sparse-convolution backend side by side: spconv, and MinkowskiEngine when it is installed
-(`make minkowski`). The same initial weights (mapped to ME's layout), inputs and optimiser run on
-both, and the table gives ME's step time as a ratio to spconv's at the same device and voxel count.
+sparse-convolution backend side by side: spconv with its Native kernels (`spconv/native`), spconv
+with the plain-PyTorch gather-matmul-scatter kernels (`spconv/torch`, what `model.algo: auto` runs
+on CPU; pgov3d_core/models/gather_conv.py), and MinkowskiEngine when it is installed (`make
+minkowski`). The same initial weights (mapped to ME's layout), inputs and optimiser run on each, and
+the table gives each step time as a ratio to spconv Native's at the same device and voxel count.
 
 Inputs are crops of a synthetic room surface voxelised at 2 cm (real scan sparsity, not random
 voxels): the N voxels nearest to the room centre, one cloud per step, 512-d head (ViT-B/32).
@@ -11,7 +13,9 @@ reset through /proc/self/clear_refs before each row; where that is unavailable i
 peak so far, which only grows).
 
     python bench/bench_train_step.py [--quick] [--preset minkunet18a] [--device cpu|cuda|all] [--threads N]
-                                     [--backends spconv minkowski]
+                                     [--backends spconv/native spconv/torch minkowski] [--voxel 0.02]
+
+`--preset tiny --voxel 0.1 --sizes 5000` is the demo's stage-1 setting (two pairs of 160×120 frames).
 
 CPU timings need an otherwise idle machine: with several threads every tiny per-kernel-offset op
 waits for all threads, so one busy core elsewhere slows steps down many times (see
@@ -40,7 +44,9 @@ from pgov3d_core.models.backends import (
 from pgov3d_core.models.batch import SparseBatch, voxelize_cloud
 from pgov3d_core.query_kernels import cpu_summary
 
-VOXEL = 0.02
+VOXEL = 0.02  # --voxel
+BENCH_BACKENDS = ("spconv/native", "spconv/torch", "minkowski")
+REFERENCE = "spconv/native"
 
 
 def room_voxels(n: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -94,9 +100,12 @@ def peak_mib(device: torch.device) -> float:
 def bench(device: torch.device, backend: str, preset: str, sizes: list[int], repeats: int,
           classes: int = 20) -> list[tuple]:
     torch.manual_seed(0)
-    state = build_model({"preset": preset, "out_channels": 512}).state_dict()
-    model = build_model({"preset": preset, "out_channels": 512, "backend": backend})
-    model.load_state_dict(spconv_state_to_minkowski(state) if backend == "minkowski" else state)
+    state = build_model({"preset": preset, "out_channels": 512, "algo": "native"}).state_dict()
+    name, _, algo = backend.partition("/")
+    if device.type == "cuda" and algo == "native":
+        algo = "auto"  # spconv's implicit GEMM on GPU; the row compares the torch kernels to it
+    model = build_model({"preset": preset, "out_channels": 512, "backend": name, "algo": algo or "auto"})
+    model.load_state_dict(spconv_state_to_minkowski(state) if name == "minkowski" else state)
     model = model.to(device).train()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
     text = torch.nn.functional.normalize(torch.randn(classes, 512, device=device), dim=1)
@@ -126,7 +135,7 @@ def bench(device: torch.device, backend: str, preset: str, sizes: list[int], rep
             times.append(time.perf_counter() - t)
         rows.append((device.type, backend, n, batch.num_voxels, statistics.median(times), min(times),
                      peak_mib(device)))
-        print(f"  {device.type:4s} {backend:9s} {n:>8,d} voxels: {statistics.median(times) * 1e3:9.1f} ms/step",
+        print(f"  {device.type:4s} {backend:13s} {n:>8,d} voxels: {statistics.median(times) * 1e3:9.1f} ms/step",
               flush=True)
     return rows
 
@@ -139,9 +148,12 @@ def main() -> None:
     p.add_argument("--sizes", type=int, nargs="+", default=None, help="voxel counts (default 20000 50000 200000)")
     p.add_argument("--repeats", type=int, default=None)
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
-    p.add_argument("--backends", nargs="+", default=["spconv", "minkowski"], choices=["spconv", "minkowski"],
+    p.add_argument("--backends", nargs="+", default=list(BENCH_BACKENDS), choices=BENCH_BACKENDS,
                    help="sparse-convolution backends (minkowski is skipped, with the reason, when not installed)")
+    p.add_argument("--voxel", type=float, default=0.02, help="voxel size of the crops (m)")
     args = p.parse_args()
+    global VOXEL
+    VOXEL = args.voxel
     if args.threads:
         torch.set_num_threads(args.threads)
     sizes = args.sizes or ([20_000] if args.quick else [20_000, 50_000, 200_000])
@@ -168,17 +180,18 @@ def main() -> None:
         for backend in backends:
             if not (dev.type == "cuda" and backend == "minkowski" and not ME.is_cuda_available()):
                 rows += bench(dev, backend, args.preset, sorted(sizes), repeats)
-    spconv_time = {(r[0], r[2]): r[4] for r in rows if r[1] == "spconv"}
+    ref_time = {(r[0], r[2]): r[4] for r in rows if r[1] == REFERENCE}
     print()
-    print("| device | backend | voxels | median ms/step | min ms/step | voxels/s | vs spconv | peak memory MiB |")
+    print("| device | backend | voxels | median ms/step | min ms/step | voxels/s | vs spconv/native | peak memory MiB |")
     print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |")
-    for dev, backend, n, m, med, best, mem in sorted(rows, key=lambda r: (r[0], r[2], r[1] != "spconv")):
-        ratio = f"{med / spconv_time[(dev, n)]:.2f}x" if (dev, n) in spconv_time else "-"
+    for dev, backend, n, m, med, best, mem in sorted(rows, key=lambda r: (r[0], r[2], BENCH_BACKENDS.index(r[1]))):
+        ratio = f"{med / ref_time[(dev, n)]:.2f}x" if (dev, n) in ref_time else "-"
         print(f"| {dev} | {backend} | {m:,d} | {med * 1e3:.1f} | {best * 1e3:.1f} | {m / med:,.0f} | {ratio} | "
               f"{mem:,.0f} |")
     if any(d.type == "cpu" for d in devices):
         print("\nCPU peak memory is the process's peak RSS during the row (includes the model, data and Python).")
-        print("vs spconv: median step time over spconv's at the same device and voxel count (below 1 = faster).")
+        print("vs spconv/native: median step time over spconv Native's at the same device and voxel count "
+              "(below 1 = faster; on cuda the reference row runs spconv's implicit GEMM).")
 
 
 if __name__ == "__main__":

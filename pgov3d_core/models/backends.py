@@ -39,6 +39,7 @@ from abc import ABC, abstractmethod
 import torch
 from torch import nn
 
+from pgov3d_core.models import gather_conv
 from pgov3d_core.models.batch import SparseBatch
 
 BACKENDS = ("spconv", "minkowski")
@@ -113,33 +114,49 @@ class SpconvBackend(SparseBackend):
                 "install spconv (CPU) or spconv-cuXXX==2.3.8 (CUDA)"
             ) from None
         self._sp = spconv
+        self.gather = algo == "torch"
+        self.gather_max_voxels = math.inf
         if algo == "auto":
             from spconv.cppconstants import CPU_ONLY_BUILD
 
-            # Native is the only algorithm with CPU kernels; the implicit-GEMM ones are faster on GPU.
-            self.algo = ConvAlgo.Native if CPU_ONLY_BUILD or not torch.cuda.is_available() else None
+            # On CPU spconv has only Native, whose per-offset calls cost more than the arithmetic at
+            # training-crop sizes: there the `torch` kernels (gather_conv.py) run steps faster, and
+            # Native takes the large passes (gather_conv.AUTO_MAX_VOXELS). On GPU spconv's
+            # implicit-GEMM algorithms.
+            self.gather = CPU_ONLY_BUILD or not torch.cuda.is_available()
+            self.gather_max_voxels = gather_conv.AUTO_MAX_VOXELS
+            self.algo = ConvAlgo.Native if self.gather else None
         else:
             names = {"native": ConvAlgo.Native, "mask_implicit_gemm": ConvAlgo.MaskImplicitGemm,
-                     "mask_split_implicit_gemm": ConvAlgo.MaskSplitImplicitGemm}
+                     "mask_split_implicit_gemm": ConvAlgo.MaskSplitImplicitGemm, "torch": ConvAlgo.Native}
             if algo not in names:
                 raise ValueError(f"model.algo must be 'auto' or one of {sorted(names)}, got {algo!r}")
             self.algo = names[algo]
 
     def make_input(self, batch: SparseBatch, multiple: int):
-        return self._sp.SparseConvTensor(
+        x = self._sp.SparseConvTensor(
             batch.feats, batch.coords.to(torch.int32).contiguous(), spatial_shape(batch.coords, multiple),
             batch.batch_size,
         )
+        if self.gather:  # which kernels every convolution of this pass runs
+            x.indice_dict[gather_conv.USE_GATHER] = batch.num_voxels <= self.gather_max_voxels
+        return x
 
     def subm(self, cin, cout, kernel, level):
-        return self._sp.SubMConv3d(cin, cout, kernel, padding=kernel // 2, bias=False,
-                                   indice_key=f"subm{level}k{kernel}", algo=self.algo)
+        key = f"subm{level}k{kernel}"
+        conv = self._sp.SubMConv3d(cin, cout, kernel, padding=kernel // 2, bias=False, indice_key=key,
+                                   algo=self.algo)
+        return gather_conv.GatherSubMConv3d(conv, "gather_" + key) if self.gather else conv
 
     def down(self, cin, cout, level):
-        return self._sp.SparseConv3d(cin, cout, 2, stride=2, bias=False, indice_key=f"down{level}", algo=self.algo)
+        key = f"down{level}"
+        conv = self._sp.SparseConv3d(cin, cout, 2, stride=2, bias=False, indice_key=key, algo=self.algo)
+        return gather_conv.GatherDownConv3d(conv, "gather_" + key) if self.gather else conv
 
     def up(self, cin, cout, level):
-        return self._sp.SparseInverseConv3d(cin, cout, 2, indice_key=f"down{level}", bias=False, algo=self.algo)
+        key = f"down{level}"
+        conv = self._sp.SparseInverseConv3d(cin, cout, 2, indice_key=key, bias=False, algo=self.algo)
+        return gather_conv.GatherInverseConv3d(conv, "gather_" + key) if self.gather else conv
 
     def features(self, x):
         return x.features
