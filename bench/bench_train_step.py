@@ -182,7 +182,8 @@ def main() -> None:
                 rows += bench(dev, backend, args.preset, sorted(sizes), repeats)
     ref_time = {(r[0], r[2]): r[4] for r in rows if r[1] == REFERENCE}
     print()
-    print("| device | backend | voxels | median ms/step | min ms/step | voxels/s | vs spconv/native | peak memory MiB |")
+    print("| device | backend | voxels | median ms/step | min ms/step | voxels/s | vs spconv/native "
+          "| peak memory MiB |")
     print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |")
     for dev, backend, n, m, med, best, mem in sorted(rows, key=lambda r: (r[0], r[2], BENCH_BACKENDS.index(r[1]))):
         ratio = f"{med / ref_time[(dev, n)]:.2f}x" if (dev, n) in ref_time else "-"

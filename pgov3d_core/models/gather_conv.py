@@ -7,9 +7,9 @@ makes its own gather, matmul and scatter calls, forward and again backward. With
 voxels of a training crop those calls, not the arithmetic, are most of a step (a 3×3×3 conv on
 135 voxels cost as long as one on 1600). Here a convolution is one `index_select` of all its
 (input, output) pairs grouped by offset, one `torch.mm` per offset into one buffer and one
-`index_add_`; backward the same in reverse (`GatherConv`; large inputs go in chunks of offsets). Kernel maps are built once per pyramid
-level and shared by that level's convolutions through the sparse tensor's `indice_dict`, as
-spconv's `indice_key` shares its own.
+`index_add_`; backward the same in reverse (`GatherConv`; large inputs go in chunks of offsets).
+Kernel maps are built once per pyramid level and shared by that level's convolutions through the
+sparse tensor's `indice_dict`, as spconv's `indice_key` shares its own.
 
 The modules hold spconv's parameter (`weight`, shape (cout, kx, ky, kz, cin)), initialised by the
 spconv module they stand for, so the same seed gives the same network with either algorithm and a
