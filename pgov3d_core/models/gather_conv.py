@@ -97,9 +97,8 @@ class GatherConv(torch.autograd.Function):
         grad_out = grad_out.contiguous().to(x.dtype)
         grad_w = torch.zeros_like(w)
         grad_x = torch.zeros_like(x)
-        chunks = _chunks(kmap.counts, 2 * (x.shape[1] + w.shape[2]))
-        for k0, k1, p0, p1 in chunks:
-            rows_in = kept_rows if kept_rows is not None and len(chunks) == 1 else x.index_select(0, kmap.in_idx[p0:p1])
+        for k0, k1, p0, p1 in _chunks(kmap.counts, x.shape[1] + w.shape[2]):  # the forward's chunks
+            rows_in = kept_rows if kept_rows is not None else x.index_select(0, kmap.in_idx[p0:p1])
             grad_rows_out = grad_out.index_select(0, kmap.out_idx[p0:p1])
             grad_rows_in = torch.empty_like(rows_in)
             start = 0
