@@ -117,6 +117,14 @@ def test_odd_extents_do_not_drop_voxels_when_downsampling():
     assert out.shape == (4, 32) and torch.isfinite(out).all()
 
 
+@pytest.mark.parametrize("algo", ["auto", "native"])
+def test_an_empty_batch_is_a_clear_error(algo):
+    model = _tiny(algo=algo).eval()
+    empty = collate_clouds([voxelize_cloud(torch.zeros((0, 3)), torch.zeros((0, 3)), 0.05)])
+    with pytest.raises(ValueError, match="empty SparseBatch: no voxels"):
+        model(empty)
+
+
 @pytest.mark.parametrize("preset", sorted(PRESETS))
 def test_presets_build_and_run(preset):
     torch.manual_seed(0)

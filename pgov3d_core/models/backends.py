@@ -238,9 +238,6 @@ class MinkowskiBackend(SparseBackend):
         self.ME = import_minkowski()
 
     def make_input(self, batch, multiple):
-        if batch.num_voxels == 0:
-            # ME 0.5.4 segfaults when convolving an empty SparseTensor; stop before it is built.
-            raise ValueError("empty SparseBatch: no voxels to run the minkowski backend on")
         coords, feats = pack_minkowski_input(batch)
         # Every CoordinateManager calls omp_set_num_threads(num_threads) in the OpenMP runtime it
         # shares with torch. ME's default (all cores, up to 20) ignores torch.set_num_threads

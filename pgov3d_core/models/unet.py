@@ -158,6 +158,10 @@ class SparseUNet(nn.Module):
 
     def head_input(self, batch: SparseBatch) -> torch.Tensor:
         """(M, H) what the last linear layer (`head`) maps into the text space, per voxel."""
+        if batch.num_voxels == 0:
+            # No backend takes one: spconv fails deep inside (its own kernels or the kernel maps)
+            # and MinkowskiEngine 0.5.4 segfaults; stop before a sparse tensor is built.
+            raise ValueError(f"empty SparseBatch: no voxels to run the {self.backend.name} network on")
         b = self.backend
         x_in = b.make_input(batch, 2**self.levels)
         x = self.stem(x_in)
