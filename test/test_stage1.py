@@ -310,6 +310,55 @@ def test_repeat_factor_sampling_repeats_frames_with_rare_entities(scenes):
         PartialSceneDataset(scenes[:2], "oracle", {"repeat_threshold": -1})
 
 
+def test_rare_entity_paste_appends_moved_copies_of_rare_entities(scenes):
+    """paste.count k > 0: the bank holds exactly the names under max_share of the labelled pixels,
+    each with frames showing >= min_points of it; a pasted frame keeps its own rows first and
+    gains k groups, each a rare entity's points of one bank frame turned about z (z values kept)
+    with its xy centroid on one of the frame's points; frame b and the pairs are untouched."""
+    cfg = {"frame_stride": 2, "pixel_stride": 2, "paste": {"count": 2, "max_share": 0.05, "min_points": 5}}
+    ds = PartialSceneDataset(scenes[:2], "oracle", cfg)
+    pixels, total = {}, 0
+    for scene in ds.scenes:
+        for fid in scene.frame_ids:
+            lab, names = ds.labels.frame_labels(scene, fid)
+            total += int((lab >= 0).sum())
+            for k, c in enumerate(np.bincount(lab[lab >= 0].ravel(), minlength=len(names))):
+                pixels[names[k]] = pixels.get(names[k], 0) + int(c)
+    rare = {n for n, c in pixels.items() if 0 < c < 0.05 * total}
+    assert rare and set(ds.paste_bank) <= rare and len(ds.paste_bank) < len([n for n in pixels if pixels[n]])
+    for name, shown in ds.paste_bank.items():
+        for si, fi in shown:
+            fp = ds.load_frame(si, fi)
+            assert int((fp.labels == fp.names.index(name)).sum()) >= 1
+    frame = ds.load_frame(0, 0)
+    n = frame.points.shape[0]
+    for seed in range(4):
+        one = PartialSceneDataset(scenes[:2], "oracle", {**cfg, "paste": {**cfg["paste"], "count": 1}})
+        pasted = one.paste_entities(frame, seeded_generator(seed, 1), 0.0)
+        assert torch.equal(pasted.points[:n], frame.points) and torch.equal(pasted.labels[:n], frame.labels)
+        assert pasted.names[:len(frame.names)] == frame.names and pasted.points.shape[0] > n
+        name, = {pasted.names[k] for k in pasted.labels[n:].tolist()}
+        group = pasted.points[n:]
+        sources = [ds.load_frame(si, fi) for si, fi in ds.paste_bank[name]]
+        src = [f.points[f.labels == f.names.index(name)] for f in sources]
+        match = [p for p in src if p.shape == group.shape and torch.allclose(p[:, 2], group[:, 2])]
+        assert match, name
+        # Rigid about z: pairwise distances kept.
+        exact = "donot_use_mm_for_euclid_dist"
+        assert torch.allclose(torch.cdist(match[0], match[0], compute_mode=exact),
+                              torch.cdist(group, group, compute_mode=exact), atol=1e-4)
+        xy = group[:, :2].mean(dim=0)
+        assert torch.cdist(xy[None], frame.points[:, :2]).min() < 1e-4
+    pasted = ds.paste_entities(frame, seeded_generator(0, 1), 0.0)
+    assert {pasted.names[k] for k in pasted.labels[n:].tolist()} <= set(ds.paste_bank)
+    plain = PartialSceneDataset(scenes[:2], "oracle", {**cfg, "paste": {"count": 0}})
+    assert plain.paste_bank == {}
+    a = ds.get(0, seeded_generator(0, 2))
+    assert int(a.pairs[:, 0].max()) < n and any(name in ds.paste_bank for name in a.names)
+    with pytest.raises(ConfigError, match="paste"):
+        PartialSceneDataset(scenes[:2], "oracle", {"paste": {"count": -1}})
+
+
 # ------------------------------------------------------------------------------ training
 
 
