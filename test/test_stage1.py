@@ -310,7 +310,7 @@ def test_repeat_factor_sampling_repeats_frames_with_rare_entities(scenes):
         PartialSceneDataset(scenes[:2], "oracle", {"repeat_threshold": -1})
 
 
-def test_rare_entity_paste_appends_moved_copies_of_rare_entities(scenes):
+def test_rare_entity_paste_appends_moved_copies_of_rare_entities(scenes, caplog):
     """paste.count k > 0: the bank holds exactly the names under max_share of the labelled pixels,
     each with frames showing >= min_points of it; a pasted frame keeps its own rows first and
     gains k groups, each a rare entity's points of one bank frame turned about z (z values kept)
@@ -357,6 +357,10 @@ def test_rare_entity_paste_appends_moved_copies_of_rare_entities(scenes):
     assert int(a.pairs[:, 0].max()) < n and any(name in ds.paste_bank for name in a.names)
     with pytest.raises(ConfigError, match="paste"):
         PartialSceneDataset(scenes[:2], "oracle", {"paste": {"count": -1}})
+    # No name rare enough: a warning, and samples as without paste.
+    with caplog.at_level("WARNING"):
+        none = PartialSceneDataset(scenes[:2], "oracle", {**cfg, "paste": {"count": 2, "max_share": 1e-9}})
+    assert none.paste_bank == {} and "nothing is pasted" in caplog.text
 
 
 # ------------------------------------------------------------------------------ training

@@ -17,6 +17,7 @@ batch's label ids do not depend on sample order within the batch) and the object
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 from collections import OrderedDict
@@ -38,6 +39,8 @@ from pgov3d_core.training.objective import LabelledBatch, batch_vocabulary, rema
 # Keys of a `data` section that say where the scenes come from (read by stage1.resolve_scenes and
 # the label source), as opposed to the settings of the samples built from them.
 SCENE_SOURCE_KEYS = ("scenes", "root", "synthetic", "labels")
+
+log = logging.getLogger(__name__)
 
 
 def sample_settings(data: dict | None) -> dict:
@@ -186,6 +189,10 @@ class PartialSceneDataset:
             self.items = [item for item, r in zip(self.items, repeats, strict=True) for _ in range(r)]
         # Rare names -> their (scene, frame) occurrences with enough points (PasteConfig).
         self.paste_bank: dict[str, list[tuple[int, int]]] = self.rare_entities() if self.cfg.paste.count else {}
+        if self.cfg.paste.count and not self.paste_bank:
+            log.warning("data.paste.count is %d but no entity name is under max_share %.4g of the labelled pixels "
+                        "(with >= %d points in a frame): nothing is pasted", self.cfg.paste.count,
+                        self.cfg.paste.max_share, self.cfg.paste.min_points)
 
     def rare_entities(self) -> dict[str, list[tuple[int, int]]]:
         """Names under `paste.max_share` of all labelled pixels of every frame, each with the frames
@@ -344,7 +351,7 @@ class PartialSceneDataset:
             angle = float(torch.rand((), generator=g, dtype=torch.float64)) * 2 * math.pi
             target = fp.points[int(torch.randint(fp.points.shape[0], (1,), generator=g))]
             moved = turned(part.points, angle)
-            moved[:, :2] += target[:2] - moved[:, :2].mean(dim=0)
+            moved = moved + torch.cat([target[:2] - moved[:, :2].mean(dim=0), moved.new_zeros(1)])
             if name not in vocab:
                 vocab.append(name)
             points.append(moved)
