@@ -8,7 +8,8 @@ frame j = i ± offset (offset uniform in `pair_offset`, any frame of the sequenc
    depths in (min_depth, max_depth]; each point inherits its pixel's entity via `pixel_index`.
 2. A = `geometry.match_frames` on the world points at a fine voxel (`match_voxel`), capped at
    `max_pairs`: the same physical point seen by both frames.
-3. One augmentation for both frames, then voxelisation at `voxel_size` (voxel feature = mean
+3. Optionally (`paste`, PasteConfig) rare entities of other frames appended to frame i.
+4. One augmentation for both frames, then voxelisation at `voxel_size` (voxel feature = mean
    network input of its points: colour [+ normal] [+ height], `models.inputs`).
 
 Entities are per-sample names; `collate` merges them into a per-batch vocabulary (sorted, so a
@@ -56,8 +57,9 @@ class PasteConfig:
     kept: gravity-aligned scenes, floor at one height, as ScanNet's). A name is rare when it holds
     less than `max_share` of all labelled training pixels; a pasted name is drawn uniformly among the
     rare names, then one of its frames showing at least `min_points` of its points. Why: under Eq. 2's
-    plain mean a 0.1 %-of-pixels name (toilet, sink) is never fitted; pasting raises its share of a
-    batch's points instead of changing the loss (copy-paste / Mix3D-style augmentation)."""
+    plain mean a 0.1 %-of-pixels name (toilet, sink) was never fitted. Pasting leaves the loss alone;
+    it raised those names' share of a batch's points only ~3x, but shows them out of their rooms'
+    context (Mix3D-style), and with it they were fitted (README "Rare-entity copy-paste")."""
 
     count: int = 0
     max_share: float = 0.005
