@@ -192,6 +192,38 @@ def test_thinning_keeps_one_point_per_cell_and_pairs_stay_matched(scenes):
         AugmentConfig.from_dict({"thin": [0.05, 0.01]})
 
 
+def test_coordinate_jitter_moves_points_within_clip_and_leaves_pairs_alone(scenes):
+    """augment.jitter [sigma, clip]: every point moved by clipped Gaussian noise of about sigma, in
+    both frames of a pair (each its own draw), labels and pairs untouched; off ([0, 0], the default)
+    the samples are exactly those of a config without the key (no extra random draws)."""
+    cfg = AugmentConfig.from_dict({"jitter": [0.01, 0.02]})
+    xyz = torch.zeros((20000, 3))
+    moved = cfg.jittered(xyz, seeded_generator(3))
+    assert moved.abs().max() <= 0.02 + 1e-7 and 0.007 < float(moved.std()) < 0.01  # clipped at 2 sigma
+    assert torch.equal(moved, cfg.jittered(xyz, seeded_generator(3)))  # deterministic given the generator
+    g = seeded_generator(3)
+    assert AugmentConfig.from_dict({}).jittered(xyz, g) is xyz and torch.equal(g.get_state(), seeded_generator(3).get_state())
+    for bad in ([0.01, 0.0], [-0.01, 0.02], [0.0, 0.02]):
+        with pytest.raises(ValueError, match="jitter"):
+            AugmentConfig.from_dict({"jitter": bad})
+
+    base = {"pixel_stride": 1, "pair_offset": [1, 2], "match_voxel": 0.03, "max_pairs": 500, "voxel_size": 0.05,
+            "augment": {"rotate_z": 0.0, "scale": [1.0, 1.0], "translate": 0.0}}
+    plain = PartialSceneDataset(scenes[:1], "oracle", base).get(2, seeded_generator(7, 2))
+    off = PartialSceneDataset(scenes[:1], "oracle", {**base, "augment": {**base["augment"], "jitter": [0, 0]}}
+                              ).get(2, seeded_generator(7, 2))
+    assert torch.equal(plain.cloud_a.coords, off.cloud_a.coords) and torch.equal(plain.cloud_b.feats, off.cloud_b.feats)
+    on = PartialSceneDataset(scenes[:1], "oracle", {**base, "augment": {**base["augment"], "jitter": [0.01, 0.03]}}
+                             ).get(2, seeded_generator(7, 2))
+    assert torch.equal(on.pairs, plain.pairs) and torch.equal(on.labels_a, plain.labels_a)
+    assert on.cloud_a.num_points == plain.cloud_a.num_points and on.cloud_b.num_points == plain.cloud_b.num_points
+    for a, b in ((on.cloud_a, plain.cloud_a), (on.cloud_b, plain.cloud_b)):
+        va, vb = a.coords[a.inverse], b.coords[b.inverse]  # each point's voxel, with and without jitter
+        changed = (va != vb).any(dim=1).float().mean()
+        assert 0.05 < changed < 0.9  # 1 cm noise on a 5 cm grid moves some points to a neighbour voxel...
+        assert (va - vb).abs().max() <= 1  # ...and never further than the next one (clip 3 cm)
+
+
 def test_height_input_is_built_the_same_in_stage1_stage2_and_inference(scenes, tmp_path):
     """data.height=true: the model takes colour + world z; the checkpoint records it, and stage 2
     and inference (evaluation, the node) build that input from full clouds."""

@@ -278,8 +278,12 @@ class PartialSceneDataset:
             normals = n_cam @ torch.as_tensor(frame.pose[:3, :3], dtype=torch.float32).T
         return FramePoints(points, colors, normals, labels, names)
 
-    def voxelize(self, fp: FramePoints, aug: Augmentation, center: torch.Tensor) -> VoxelCloud:
+    def voxelize(self, fp: FramePoints, aug: Augmentation, center: torch.Tensor,
+                 g: torch.Generator | None = None) -> VoxelCloud:
+        """Network input of an augmented frame; `g` draws the coordinate jitter (augment.jitter)."""
         points = aug.points(fp.points, center)
+        if g is not None:
+            points = self.cfg.augment.jittered(points, g)
         normals = None if fp.normals is None else aug.normals(fp.normals)
         feats = point_inputs(self.cfg.inputs, aug.colors(fp.colors), points, normals)
         return voxelize_cloud(points, feats, self.cfg.voxel_size)
@@ -326,8 +330,8 @@ class PartialSceneDataset:
         center = a.points.mean(dim=0) if a.points.shape[0] else torch.zeros(3)
         scene = self.scenes[si]
         return Stage1Sample(
-            cloud_a=self.voxelize(a, aug, center),
-            cloud_b=self.voxelize(b, aug, center),
+            cloud_a=self.voxelize(a, aug, center, generator),
+            cloud_b=self.voxelize(b, aug, center, generator),
             labels_a=remap_labels(a.labels, a.names, lookup),
             labels_b=remap_labels(b.labels, b.names, lookup),
             names=present,

@@ -182,7 +182,7 @@ class FullSceneDataset:
             keep = random_grid_sample(xyz, thin, generator)
             xyz, rgb, labels = xyz[keep], rgb[keep], labels[keep]
         aug = Augmentation.sample(self.cfg.augment, generator)
-        pts = aug.points(xyz, xyz.mean(dim=0))
+        pts = self.cfg.augment.jittered(aug.points(xyz, xyz.mean(dim=0)), generator)
         feats = point_inputs(self.inputs, aug.colors(rgb.to(torch.float32) / 255.0), pts)
         return FullSceneSample(voxelize_cloud(pts, feats, self.cfg.voxel_size), labels, pl.vocabulary)
 
