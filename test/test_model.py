@@ -313,3 +313,21 @@ def test_scatter_add_race_workaround_works_with_two_threads():
     assert spconv_compat.is_installed()
     fwd_err, bwd_err = _spconv_vs_dense()
     assert fwd_err < 1e-4 and bwd_err < 1e-4
+
+
+def test_inference_keeps_a_floor_near_z0_in_one_voxel_layer():
+    """The predictor's voxel layers are centred on z = 0: a floor within a millimetre of z = 0 (a map's
+    voxel means, a real scan) is one layer, so points just above and just below it get one feature;
+    a surface at a layer boundary (z = 0.05 here) still splits. Height input stays the true z."""
+    from pgov3d_core.inference import GRID_Z_SHIFT_VOXELS, PointFeaturePredictor
+
+    assert GRID_Z_SHIFT_VOXELS == 0.5
+    g = torch.Generator().manual_seed(0)
+    xy = torch.rand((4000, 2), generator=g) * 2.0
+    rgb = torch.rand((4000, 3), generator=g) * 255
+    predictor = PointFeaturePredictor(_tiny(16).eval(), 0.1, torch.device("cpu"))
+    for z0, one_layer in ((0.0, True), (-0.02, True), (0.05, False)):
+        z = z0 + torch.where(torch.arange(4000) % 2 == 0, 3e-4, -3e-4)  # +-0.3 mm, alternating
+        feats = predictor.features(torch.cat([xy, z[:, None]], 1), rgb)
+        up = predictor.features(torch.cat([xy, torch.full((4000, 1), z0 + 3e-4)], 1), rgb)
+        assert torch.allclose(feats, up, atol=1e-5) is one_layer
