@@ -29,7 +29,7 @@ from torch import nn
 from pgov3d_core.config import from_section, get, merge, section
 from pgov3d_core.data.scene import Scene, SceneError
 from pgov3d_core.geometry import random_grid_sample
-from pgov3d_core.inference import PointFeaturePredictor
+from pgov3d_core.inference import GRID_Z_SHIFT_VOXELS, PointFeaturePredictor
 from pgov3d_core.labelling.text_encoder import TextEncoder
 from pgov3d_core.models import build_model, resolve_model_config
 from pgov3d_core.models.batch import VoxelCloud, collate_clouds, voxelize_cloud
@@ -87,8 +87,11 @@ def scene_entity_vocabulary(scene: Scene, source: FrameLabelSource) -> list[str]
 
 
 def pseudo_label_tag(predictor: PointFeaturePredictor, pcfg: PseudoConfig, checkpoint: str | os.PathLike) -> str:
-    """Cache key: which model (file and step) and which settings produced the labels."""
+    """Cache key: which model (file and step) and which settings produced the labels (the
+    inference grid's phase too: labels cached before it moved are not reused)."""
     key = f"{Path(checkpoint).resolve()}|{predictor.checkpoint_step}|{pcfg}"
+    if GRID_Z_SHIFT_VOXELS:
+        key += f"|grid_z_shift={GRID_Z_SHIFT_VOXELS}"
     return "stage1_" + hashlib.sha1(key.encode()).hexdigest()[:12]
 
 
