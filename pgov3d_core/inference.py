@@ -29,7 +29,7 @@ from pgov3d_core.training.checkpoint import CheckpointError, load_checkpoint
 # training never showed (exact rendered surfaces, one layer each), and the demo's map read its floor
 # as "ceiling". Training draws the grid phase at random (augment.translate), so any fixed phase is in
 # its distribution. Validation rooms (seeds 0 / 1): exact clouds 61.7 / 59.5 mIoU against 61.0 / 60.0,
-# with 1 mm of noise 60.0 / 59.7 against 56.2 / 58.0 (README "Grid phase").
+# with 1 mm of noise 60.0 / 59.7 against 56.2 / 58.0 (README "Grid phase and coordinate noise").
 GRID_Z_SHIFT_VOXELS = 0.5
 
 

@@ -318,7 +318,7 @@ def test_scatter_add_race_workaround_works_with_two_threads():
 def test_inference_keeps_a_floor_near_z0_in_one_voxel_layer():
     """The predictor's voxel layers are centred on z = 0: a floor within a millimetre of z = 0 (a map's
     voxel means, a real scan) is one layer, so points just above and just below it get one feature;
-    a surface at a layer boundary (z = 0.05 here) still splits. Height input stays the true z."""
+    a surface at a layer boundary (z = 0.05 here) still splits."""
     from pgov3d_core.inference import GRID_Z_SHIFT_VOXELS, PointFeaturePredictor
 
     assert GRID_Z_SHIFT_VOXELS == 0.5

@@ -89,9 +89,7 @@ def scene_entity_vocabulary(scene: Scene, source: FrameLabelSource) -> list[str]
 def pseudo_label_tag(predictor: PointFeaturePredictor, pcfg: PseudoConfig, checkpoint: str | os.PathLike) -> str:
     """Cache key: which model (file and step) and which settings produced the labels (the
     inference grid's phase too: labels cached before it moved are not reused)."""
-    key = f"{Path(checkpoint).resolve()}|{predictor.checkpoint_step}|{pcfg}"
-    if GRID_Z_SHIFT_VOXELS:
-        key += f"|grid_z_shift={GRID_Z_SHIFT_VOXELS}"
+    key = f"{Path(checkpoint).resolve()}|{predictor.checkpoint_step}|{pcfg}|grid_z_shift={GRID_Z_SHIFT_VOXELS}"
     return "stage1_" + hashlib.sha1(key.encode()).hexdigest()[:12]
 
 
