@@ -204,7 +204,7 @@ def test_coordinate_jitter_moves_points_within_clip_and_leaves_pairs_alone(scene
     g = seeded_generator(3)
     assert AugmentConfig.from_dict({}).jittered(xyz, g) is xyz  # off: no noise, and no draw from g
     assert torch.equal(g.get_state(), seeded_generator(3).get_state())
-    for bad in ([0.01, 0.0], [-0.01, 0.02], [0.0, 0.02]):
+    for bad in ([0.01, 0.0], [-0.01, 0.02], [0.0, 0.02], "abc", [0.01, 0.02, 0.03]):
         with pytest.raises(ValueError, match="jitter"):
             AugmentConfig.from_dict({"jitter": bad})
 

@@ -48,17 +48,17 @@ class AugmentConfig:
     jitter: tuple[float, float] = (0.0, 0.0)  # [sigma, clip] (m) of per-point Gaussian coordinate noise
 
     def __post_init__(self) -> None:
-        lo, hi = (float(s) for s in self.scale)
+        lo, hi = _number_pair(self.scale)
         if not 0 < lo <= hi:
-            raise ValueError(f"scale must be [min, max] with 0 < min <= max, got {list(self.scale)}")
+            raise ValueError(f"scale must be [min, max] with 0 < min <= max, got {self.scale!r}")
         self.scale = (lo, hi)
-        lo, hi = (float(s) for s in self.thin)
+        lo, hi = _number_pair(self.thin)
         if not 0 <= lo <= hi:
-            raise ValueError(f"thin must be [min, max] metres with 0 <= min <= max, got {list(self.thin)}")
+            raise ValueError(f"thin must be [min, max] metres with 0 <= min <= max, got {self.thin!r}")
         self.thin = (lo, hi)
-        sigma, clip = (float(s) for s in self.jitter)
+        sigma, clip = _number_pair(self.jitter)
         if not (sigma >= 0 and clip >= 0 and (sigma == 0) == (clip == 0)):
-            raise ValueError(f"jitter must be [sigma, clip] metres, both > 0 (or both 0: off), got {list(self.jitter)}")
+            raise ValueError(f"jitter must be [sigma, clip] metres, both > 0 (or both 0: off), got {self.jitter!r}")
         self.jitter = (sigma, clip)
 
     def jittered(self, xyz: torch.Tensor, g: torch.Generator) -> torch.Tensor:
@@ -79,6 +79,16 @@ class AugmentConfig:
     @classmethod
     def from_dict(cls, d: dict | None) -> AugmentConfig:
         return from_section(cls, d, "data.augment")
+
+
+def _number_pair(value) -> tuple[float, float]:
+    """Two finite numbers from a config value, or (nan, nan) — which every range check above refuses,
+    naming the setting — for anything else ("abc", [1], [1, 2, 3])."""
+    try:
+        lo, hi = (float(v) for v in value)
+    except (TypeError, ValueError):
+        return float("nan"), float("nan")
+    return lo, hi
 
 
 def _uniform(g: torch.Generator, lo: float, hi: float, shape=()) -> torch.Tensor:
