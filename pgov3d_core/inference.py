@@ -33,6 +33,11 @@ from pgov3d_core.training.checkpoint import CheckpointError, load_checkpoint
 GRID_Z_SHIFT_VOXELS = 0.5
 
 
+def inference_grid_offset(voxel_size: float) -> torch.Tensor:
+    """(3,) what is added to points before voxelising them at inference (GRID_Z_SHIFT_VOXELS)."""
+    return torch.tensor([0.0, 0.0, GRID_Z_SHIFT_VOXELS * float(voxel_size)])
+
+
 @dataclass
 class PointFeaturePredictor:
     model: nn.Module
@@ -77,7 +82,7 @@ class PointFeaturePredictor:
             return torch.zeros((0, self.feature_dim))
         colour = torch.as_tensor(rgb).to(torch.float32).cpu() / 255.0
         xyz = xyz.cpu()
-        grid_xyz = xyz + torch.tensor([0.0, 0.0, GRID_Z_SHIFT_VOXELS * self.voxel_size])
+        grid_xyz = xyz + inference_grid_offset(self.voxel_size)
         cloud = voxelize_cloud(grid_xyz, point_inputs(self.inputs, colour, xyz), self.voxel_size)
         batch = collate_clouds([cloud]).to(self.device)
         with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.device.type == "cuda"):

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from pgov3d_core.inference import GRID_Z_SHIFT_VOXELS, predict_classes
+from pgov3d_core.inference import inference_grid_offset, predict_classes
 from pgov3d_core.models.batch import collate_clouds
 from pgov3d_core.training.augment import Augmentation
 from pgov3d_core.training.stage1_data import PartialSceneDataset
@@ -64,9 +64,10 @@ def evaluate_frames(
     per_class_total: dict[str, int] = defaultdict(int)
     n_frames = 0
     majority_hits = 0
-    # No augmentation, on the grid inference uses (voxel layers centred on z = 0, inference.py).
+    # No augmentation, on the grid inference uses (voxel layers centred on z = 0). A height input sees
+    # the same half-voxel lift, well inside training's random translation (augment.translate).
     identity = Augmentation.identity()
-    identity.shift = torch.tensor([0.0, 0.0, GRID_Z_SHIFT_VOXELS * dataset.cfg.voxel_size])
+    identity.shift = inference_grid_offset(dataset.cfg.voxel_size)
     try:
         for si, fis in sorted(by_scene.items()):
             loaded = [dataset.load_frame(si, fi) for fi in fis]
