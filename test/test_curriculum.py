@@ -9,7 +9,13 @@ import pytest
 
 from pgov3d_core.config import load_config
 from pgov3d_core.training.checkpoint import latest_checkpoint, load_checkpoint
-from pgov3d_core.training.curriculum import CurriculumError, CurriculumOptions, changed_settings, run_curriculum
+from pgov3d_core.training.curriculum import (
+    CurriculumError,
+    CurriculumOptions,
+    changed_settings,
+    run_curriculum,
+    section_defaults,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
@@ -122,6 +128,26 @@ def test_demo_runs_at_the_smallest_size(tmp_path):
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     assert "| class | trained name | points | precision | recall | never-trained name | points |" in out.stdout
     assert (tmp_path / "demo" / "map.npz").exists() and (tmp_path / "demo" / "query_result.ply").exists()
+
+
+def test_a_setting_added_after_a_run_is_a_change_only_when_asked_off_its_default():
+    """A stage trained before `data.augment.jitter` existed (its stored config lacks the key) stays
+    valid while the key asks for the code's default; asking for anything else is a change."""
+    from pgov3d_core.training.stage1_data import PartialSceneConfig
+
+    defaults = section_defaults({"data": PartialSceneConfig})
+    assert defaults["data.augment.jitter"] == [0.0, 0.0] and defaults["data.paste.count"] == 0
+    old = {"data": {"voxel_size": 0.1, "augment": {"thin": [0.02, 0.06]}}}
+    new = {"data": {"voxel_size": 0.1, "augment": {"thin": [0.02, 0.06], "jitter": [0.0, 0.0]},
+                    "paste": {"count": 0}}}
+    assert changed_settings(old, new, defaults) == []
+    assert changed_settings(old, new) == ["data.augment.jitter: None -> [0.0, 0.0]", "data.paste.count: None -> 0"]
+    new["data"]["paste"]["count"] = 4
+    assert changed_settings(old, new, defaults) == ["data.paste.count: None -> 4"]
+    # A key the requested config drops is still a change (the stored run used a value the code may
+    # no longer default to).
+    assert changed_settings(new, old, defaults) == ["data.augment.jitter: [0.0, 0.0] -> None",
+                                                    "data.paste.count: 4 -> None"]
 
 
 def test_finished_stage_trained_with_other_settings_is_not_reused(trained):

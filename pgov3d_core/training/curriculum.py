@@ -159,10 +159,27 @@ def _flat(d, prefix: str = "") -> dict[str, object]:
     return out
 
 
-def changed_settings(trained: dict, requested: dict) -> list[str]:
+def section_defaults(sections: dict[str, type]) -> dict[str, object]:
+    """Dotted keys -> the code's defaults of config sections backed by dataclasses (tuples as lists,
+    as YAML writes them), e.g. {"data": PartialSceneConfig} -> {"data.augment.jitter": [0.0, 0.0], ...}."""
+
+    def plain(v):
+        return [plain(x) for x in v] if isinstance(v, (list, tuple)) else v
+
+    return {k: plain(v) for name, cls in sections.items() for k, v in _flat(asdict(cls()), name).items()}
+
+
+def changed_settings(trained: dict, requested: dict, defaults: dict[str, object] | None = None) -> list[str]:
     """Dotted keys whose values differ between a finished run's stored config and the requested one
-    ("key: old -> new"), other than `_RUN_ONLY_SETTINGS`."""
+    ("key: old -> new"), other than `_RUN_ONLY_SETTINGS`. A key the finished run's config lacks is
+    unchanged when the requested value is its default in `defaults`: a setting added to the code
+    after that run arrives with its default, the behaviour from before it existed, and must not make
+    every finished stage stale."""
     a, b = _flat(trained), _flat(requested)
+    defaults = defaults or {}
+    for k, v in b.items():
+        if k not in a and k in defaults and (v == defaults[k] or (isinstance(v, tuple) and list(v) == defaults[k])):
+            a[k] = v
 
     def run_only(key: str) -> bool:
         return any(key == s or key.startswith(s + ".") for s in _RUN_ONLY_SETTINGS)
@@ -178,7 +195,7 @@ def changed_settings(trained: dict, requested: dict) -> list[str]:
 
 
 def _training_stage(name: str, run_dir: Path, steps: int, opts: CurriculumOptions, forced: bool, train_fn,
-                    cfg: dict | None = None) -> str:
+                    cfg: dict | None = None, defaults: dict[str, object] | None = None) -> str:
     """Run (or skip, or resume) a training stage; returns the status. A finished stage is skipped
     only if it was trained with the settings asked for now (`cfg`): otherwise rerunning with, say, a
     new stage-2 setting would report the old model under the new name."""
@@ -186,7 +203,8 @@ def _training_stage(name: str, run_dir: Path, steps: int, opts: CurriculumOption
         move_aside(run_dir)
     done = _final_step(run_dir) if checkpoint_dir(run_dir).exists() else None
     if done is not None and done >= steps:
-        changed = [] if cfg is None else changed_settings(load_checkpoint(latest_checkpoint(run_dir))["config"], cfg)
+        changed = [] if cfg is None else changed_settings(load_checkpoint(latest_checkpoint(run_dir))["config"], cfg,
+                                                          defaults)
         if changed:
             raise StaleStageError(
                 f"{name} in {run_dir} was trained with other settings ({'; '.join(changed[:6])}"
@@ -324,9 +342,12 @@ def run_curriculum(cfg: dict, opts: CurriculumOptions | None = None) -> Curricul
 
     def do_stage1():
         from pgov3d_core.training.stage1 import run_stage1
+        from pgov3d_core.training.stage1_data import PartialSceneConfig
+        from pgov3d_core.training.trainer import TrainConfig
 
         status = _training_stage("stage1", s1_dir, int(get(s1, "train.steps")), opts, "stage1" in forced,
-                                 lambda resume: run_stage1(s1, s1_dir, resume), s1)
+                                 lambda resume: run_stage1(s1, s1_dir, resume), s1,
+                                 section_defaults({"data": PartialSceneConfig, "train": TrainConfig}))
         return status, str(s1_dir)
 
     step("stage1", do_stage1)
@@ -350,10 +371,13 @@ def run_curriculum(cfg: dict, opts: CurriculumOptions | None = None) -> Curricul
         s2_dir = run_dir / ("stage2" + suffix + ("_scratch" if opts.stage2_from_scratch else ""))
 
         def do_stage2():
-            from pgov3d_core.training.stage2 import run_stage2
+            from pgov3d_core.training.stage2 import FullSceneConfig, PseudoConfig, run_stage2
+            from pgov3d_core.training.trainer import TrainConfig
 
             status = _training_stage("stage2", s2_dir, int(get(s2, "train.steps")), opts, "stage2" in forced,
-                                     lambda resume: run_stage2(s2, s2_dir, resume, progress=opts.progress), s2)
+                                     lambda resume: run_stage2(s2, s2_dir, resume, progress=opts.progress), s2,
+                                     section_defaults({"data": FullSceneConfig, "pseudo": PseudoConfig,
+                                                       "train": TrainConfig}))
             return status, str(s2_dir)
 
         step("stage2", do_stage2)
