@@ -39,6 +39,11 @@ def small_config(tmp: Path, **extra) -> dict:
         # already sparser than thinning's 2-6 cm cells. Issue 13.
         "stage1.overrides.model.head_channels=0",
         "stage1.overrides.data.augment.thin=[0.0,0.0]",
+        # The demo's rare-entity paste is off too: 4 pasted entities in every 80x60 frame of these 4
+        # rooms kept stage 1 near the majority's level on a 2-core Intel Xeon (AMX), 450 steps:
+        # overall accuracy 35.4 / 35.9 % (training seeds 0 / 1; majority 30.1 %) against 59.0 / 48.5 %
+        # without (stage 2 56.6 / 44.3 %). The paste has its own tests (test_stage1.py). Issue 13.
+        "stage1.overrides.data.paste.count=0",
         "stage1.overrides.train.tensorboard=false",
         "stage2.overrides.train.steps=60", "stage2.overrides.train.ckpt_every=30",
         # config/stage2.yaml's 0.001, not the demo's 0.01: the demo's rate was chosen where stage 1
