@@ -159,14 +159,15 @@ def _flat(d, prefix: str = "") -> dict[str, object]:
     return out
 
 
+def _as_lists(v):
+    """Tuples as lists, as YAML writes them (dataclass defaults hold tuples)."""
+    return [_as_lists(x) for x in v] if isinstance(v, (list, tuple)) else v
+
+
 def section_defaults(sections: dict[str, type]) -> dict[str, object]:
-    """Dotted keys -> the code's defaults of config sections backed by dataclasses (tuples as lists,
-    as YAML writes them), e.g. {"data": PartialSceneConfig} -> {"data.augment.jitter": [0.0, 0.0], ...}."""
-
-    def plain(v):
-        return [plain(x) for x in v] if isinstance(v, (list, tuple)) else v
-
-    return {k: plain(v) for name, cls in sections.items() for k, v in _flat(asdict(cls()), name).items()}
+    """Dotted keys -> the code's defaults of config sections backed by dataclasses, e.g.
+    {"data": PartialSceneConfig} -> {"data.augment.jitter": [0.0, 0.0], ...}."""
+    return {k: _as_lists(v) for name, cls in sections.items() for k, v in _flat(asdict(cls()), name).items()}
 
 
 def changed_settings(trained: dict, requested: dict, defaults: dict[str, object] | None = None) -> list[str]:
@@ -178,7 +179,7 @@ def changed_settings(trained: dict, requested: dict, defaults: dict[str, object]
     a, b = _flat(trained), _flat(requested)
     defaults = defaults or {}
     for k, v in b.items():
-        if k not in a and k in defaults and (v == defaults[k] or (isinstance(v, tuple) and list(v) == defaults[k])):
+        if k not in a and k in defaults and _as_lists(v) == defaults[k]:
             a[k] = v
 
     def run_only(key: str) -> bool:
