@@ -13,6 +13,7 @@ from pgov3d_core.training.curriculum import (
     CurriculumError,
     CurriculumOptions,
     changed_settings,
+    checkpoint_defaults,
     run_curriculum,
     section_defaults,
 )
@@ -153,6 +154,22 @@ def test_a_setting_added_after_a_run_is_a_change_only_when_asked_off_its_default
     # no longer default to).
     assert changed_settings(new, old, defaults) == ["data.augment.jitter: [0.0, 0.0] -> None",
                                                     "data.paste.count: 4 -> None"]
+
+
+def test_model_and_loss_keys_missing_from_a_finished_run_read_as_what_it_used():
+    """Model keys the stored config lacks are compared with the architecture the checkpoint
+    resolved (`model_config`), loss keys with the losses' defaults."""
+    from pgov3d_core.models import resolve_model_config
+
+    ckpt = {"model_config": resolve_model_config({"preset": "tiny", "out_channels": 384})}
+    defaults = checkpoint_defaults(ckpt)
+    assert defaults["model.head_channels"] == 0 and defaults["model.enc_channels"] == [16, 32, 48]
+    old = {"model": {"preset": "tiny"}, "loss": {}}
+    same = {"model": {"preset": "tiny", "head_channels": 0, "enc_channels": [16, 32, 48]},
+            "loss": {"lambda": 0.2, "class_balance": 0.0}}
+    assert changed_settings(old, same, defaults) == []
+    other = {"model": {"preset": "tiny", "head_channels": 128}, "loss": {"lambda": 0.0}}
+    assert changed_settings(old, other, defaults) == ["loss.lambda: None -> 0.0", "model.head_channels: None -> 128"]
 
 
 def test_finished_stage_trained_with_other_settings_is_not_reused(trained):

@@ -170,6 +170,17 @@ def section_defaults(sections: dict[str, type]) -> dict[str, object]:
     return {k: _as_lists(v) for name, cls in sections.items() for k, v in _flat(asdict(cls()), name).items()}
 
 
+def checkpoint_defaults(ckpt: dict) -> dict[str, object]:
+    """Dotted keys -> what a finished run used for model and loss settings its stored config may
+    lack: the architecture it resolved (the checkpoint's `model_config`, preset fields filled in)
+    and the losses' code defaults (the paper's λ, no entity balancing)."""
+    from pgov3d_core.losses import DEFAULT_LAMBDA
+
+    out = {f"model.{k}": _as_lists(v) for k, v in (ckpt.get("model_config") or {}).items()}
+    out.update({"loss.lambda": DEFAULT_LAMBDA, "loss.class_balance": 0.0})
+    return out
+
+
 def changed_settings(trained: dict, requested: dict, defaults: dict[str, object] | None = None) -> list[str]:
     """Dotted keys whose values differ between a finished run's stored config and the requested one
     ("key: old -> new"), other than `_RUN_ONLY_SETTINGS`. A key the finished run's config lacks is
@@ -204,8 +215,9 @@ def _training_stage(name: str, run_dir: Path, steps: int, opts: CurriculumOption
         move_aside(run_dir)
     done = _final_step(run_dir) if checkpoint_dir(run_dir).exists() else None
     if done is not None and done >= steps:
-        changed = [] if cfg is None else changed_settings(load_checkpoint(latest_checkpoint(run_dir))["config"], cfg,
-                                                          defaults)
+        ckpt = load_checkpoint(latest_checkpoint(run_dir))
+        changed = [] if cfg is None else changed_settings(ckpt["config"], cfg,
+                                                          {**checkpoint_defaults(ckpt), **(defaults or {})})
         if changed:
             raise StaleStageError(
                 f"{name} in {run_dir} was trained with other settings ({'; '.join(changed[:6])}"
