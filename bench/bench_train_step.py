@@ -14,8 +14,12 @@ peak so far, which only grows).
 
     python bench/bench_train_step.py [--quick] [--preset minkunet18a] [--device cpu|cuda|all] [--threads N]
                                      [--backends spconv/native spconv/torch minkowski] [--voxel 0.02]
+                                     [--breakdown]
 
 `--preset tiny --voxel 0.1 --sizes 5000` is the demo's stage-1 setting (two pairs of 160×120 frames).
+`--breakdown` adds where a CPU step of the torch kernels spends its time (kernel maps, convolution
+forward and backward, loss, the rest) at the smallest size: machines that differ by more than their
+clock can then be compared phase by phase.
 
 CPU timings need an otherwise idle machine: with several threads every tiny per-kernel-offset op
 waits for all threads, so one busy core elsewhere slows steps down many times (see
@@ -25,6 +29,7 @@ config/stage1.yaml, train.threads).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import resource
 import statistics
 import time
@@ -35,7 +40,7 @@ import torch
 
 from pgov3d_core.data.synthetic import SyntheticRoom
 from pgov3d_core.losses import alignment_loss
-from pgov3d_core.models import DEFAULT_PRESET, build_model, collate_clouds, count_parameters
+from pgov3d_core.models import DEFAULT_PRESET, build_model, collate_clouds, count_parameters, gather_conv
 from pgov3d_core.models.backends import (
     BackendUnavailableError,
     import_minkowski,
@@ -140,6 +145,85 @@ def bench(device: torch.device, backend: str, preset: str, sizes: list[int], rep
     return rows
 
 
+@contextlib.contextmanager
+def phase_timers():
+    """Wall time of the plain-PyTorch kernels' phases (gather_conv): kernel maps, conv forward, conv
+    backward; yields the dict the wrapped calls add their seconds to, and unwraps them on exit."""
+    spent: dict[str, float] = {}
+
+    def timed(name, fn):
+        def wrapper(*a, **k):
+            t = time.perf_counter()
+            try:
+                return fn(*a, **k)
+            finally:
+                spent[name] = spent.get(name, 0.0) + time.perf_counter() - t
+        return wrapper
+
+    maps = gather_conv.submanifold_map, gather_conv.downsample_map
+    conv_fwd, conv_bwd = gather_conv.GatherConv.forward, gather_conv.GatherConv.backward
+    gather_conv.submanifold_map = timed("kernel maps", maps[0])
+    gather_conv.downsample_map = timed("kernel maps", maps[1])
+    gather_conv.GatherConv.forward = staticmethod(timed("conv forward", conv_fwd))
+    gather_conv.GatherConv.backward = staticmethod(timed("conv backward", conv_bwd))
+    try:
+        yield spent
+    finally:
+        gather_conv.submanifold_map, gather_conv.downsample_map = maps
+        gather_conv.GatherConv.forward, gather_conv.GatherConv.backward = staticmethod(conv_fwd), staticmethod(conv_bwd)
+
+
+def breakdown(preset: str, n: int, repeats: int, classes: int = 20) -> None:
+    """Where a CPU training step of the torch kernels spends its time (one row per phase), so that
+    machines can be compared phase by phase (the same preset, voxels and thread count)."""
+    torch.manual_seed(0)
+    model = build_model({"preset": preset, "out_channels": 512, "algo": "torch"}).train()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    text = torch.nn.functional.normalize(torch.randn(classes, 512), dim=1)
+    batch, labels = make_batch(n)
+    labels = labels % classes
+    parts = {"forward": 0.0, "loss": 0.0, "backward": 0.0, "optimiser": 0.0}
+
+    def step():
+        t0 = time.perf_counter()
+        feats = model(batch)
+        t1 = time.perf_counter()
+        loss = alignment_loss(feats, labels, text)
+        t2 = time.perf_counter()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        t3 = time.perf_counter()
+        opt.step()
+        t4 = time.perf_counter()
+        parts["forward"] += t1 - t0
+        parts["loss"] += t2 - t1
+        parts["backward"] += t3 - t2
+        parts["optimiser"] += t4 - t3
+
+    step()
+    parts.update(dict.fromkeys(parts, 0.0))
+    with phase_timers() as spent:
+        t = time.perf_counter()
+        for _ in range(repeats):
+            step()
+        total = (time.perf_counter() - t) / repeats
+    ms = {k: v / repeats * 1e3 for k, v in {**spent, **parts}.items()}
+    rows = [("kernel maps", ms.get("kernel maps", 0.0)),
+            ("conv forward", ms["conv forward"]),
+            ("rest of the network forward (norms, activations, head)",
+             ms["forward"] - ms["conv forward"] - ms.get("kernel maps", 0.0)),
+            ("loss forward (512-d point features)", ms["loss"]),
+            ("conv backward", ms["conv backward"]),
+            ("rest of backward (norms, activations, head, loss)", ms["backward"] - ms["conv backward"]),
+            ("optimiser (AdamW)", ms["optimiser"])]
+    print(f"\nstep phases, cpu spconv/torch, {batch.num_voxels:,d} voxels, {torch.get_num_threads()} threads, "
+          f"mean of {repeats} steps: {total * 1e3:.1f} ms")
+    print("| phase | ms/step | share |")
+    print("| --- | ---: | ---: |")
+    for name, v in rows:
+        print(f"| {name} | {v:.1f} | {100 * v / (total * 1e3):.0f} % |")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="20k voxels only, 1 timed step (a smoke run)")
@@ -151,6 +235,8 @@ def main() -> None:
     p.add_argument("--backends", nargs="+", default=list(BENCH_BACKENDS), choices=BENCH_BACKENDS,
                    help="sparse-convolution backends (minkowski is skipped, with the reason, when not installed)")
     p.add_argument("--voxel", type=float, default=0.02, help="voxel size of the crops (m)")
+    p.add_argument("--breakdown", action="store_true",
+                   help="also time the phases of a CPU step of the torch kernels (smallest size), to compare machines")
     args = p.parse_args()
     global VOXEL
     VOXEL = args.voxel
@@ -193,6 +279,8 @@ def main() -> None:
         print("\nCPU peak memory is the process's peak RSS during the row (includes the model, data and Python).")
         print("vs spconv/native: median step time over spconv Native's at the same device and voxel count "
               "(below 1 = faster; on cuda the reference row runs spconv's implicit GEMM).")
+    if args.breakdown:
+        breakdown(args.preset, min(sizes), max(repeats, 5))
 
 
 if __name__ == "__main__":

@@ -1,0 +1,39 @@
+"""bench/bench_train_step.py --breakdown: the phase timers see the torch kernels' calls, add up to
+the step, and leave the timed functions as they were."""
+
+import importlib.util
+from pathlib import Path
+
+import torch
+
+from pgov3d_core.models import gather_conv
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _bench():
+    spec = importlib.util.spec_from_file_location("bench_train_step", ROOT / "bench" / "bench_train_step.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_breakdown_rows_cover_the_step_and_the_timers_are_removed(capsys):
+    bench = _bench()
+    bench.VOXEL = 0.1
+    before = (gather_conv.submanifold_map, gather_conv.downsample_map,
+              gather_conv.GatherConv.forward, gather_conv.GatherConv.backward)
+    torch.set_num_threads(1)
+    bench.breakdown("tiny", 800, repeats=2)
+    out = capsys.readouterr().out
+    total = float(out.split("steps: ")[1].split(" ms")[0])
+    rows = {ln.split(" | ")[0].lstrip("| "): float(ln.split(" | ")[1]) for ln in out.splitlines()
+            if ln.startswith("| ") and not ln.startswith("| phase") and not ln.startswith("| ---")}
+    assert set(rows) >= {"kernel maps", "conv forward", "conv backward", "optimiser (AdamW)"}
+    # Every tiny U-Net convolution runs through the torch kernels: their phases are not empty.
+    assert rows["conv forward"] > 0 and rows["conv backward"] > 0 and rows["kernel maps"] > 0
+    # The rows partition the step (the time between phases is a few Python statements).
+    assert abs(sum(rows.values()) - total) <= 0.1 * total + 0.5
+    after = (gather_conv.submanifold_map, gather_conv.downsample_map,
+             gather_conv.GatherConv.forward, gather_conv.GatherConv.backward)
+    assert after == before
