@@ -1,5 +1,7 @@
+import importlib.util
 import os
 import random
+from pathlib import Path
 
 import pytest
 
@@ -19,3 +21,17 @@ def rng():
     import numpy as np
 
     return np.random.default_rng(1234)
+
+
+@pytest.fixture
+def load_bench():
+    """Import a script of bench/ by name (bench/ is not a package): load_bench("bench_curriculum")."""
+
+    def load(name: str):
+        path = Path(__file__).resolve().parents[1] / "bench" / f"{name}.py"
+        spec = importlib.util.spec_from_file_location(name, path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+
+    return load

@@ -1,6 +1,5 @@
 """bench/bench_curriculum.py: the ablation table (the runs themselves are the benchmark, outside CI)."""
 
-import importlib.util
 from pathlib import Path
 
 import pytest
@@ -9,15 +8,8 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _bench():
-    spec = importlib.util.spec_from_file_location("bench_curriculum", ROOT / "bench" / "bench_curriculum.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-def test_ablation_table_prints_deltas_and_signs():
-    bench = _bench()
+def test_ablation_table_prints_deltas_and_signs(load_bench):
+    bench = load_bench("bench_curriculum")
     results = {
         "stage 1 (λ=0.2)": {"miou": 0.30, "macc": 0.40},
         "stage 2 (from stage 1, repeated sampling)": {"miou": 0.35, "macc": 0.42},
@@ -37,15 +29,15 @@ def test_ablation_table_prints_deltas_and_signs():
     assert any(s.startswith("stage1.overrides.train.steps=") for s in bench.PRESETS["budget"])
 
 
-def test_one_pass_variant_is_one_network_pass_over_every_point():
+def test_one_pass_variant_is_one_network_pass_over_every_point(load_bench):
     # Not one grid-sampling pass: that labels one point per 5 cm cell, nearly all the supervision
     # at a 10 cm network voxel, and cannot show what the repeated sampling adds.
-    assert _bench().ONE_PASS == ["stage2.overrides.pseudo.voxel_size=null"]
+    assert load_bench("bench_curriculum").ONE_PASS == ["stage2.overrides.pseudo.voxel_size=null"]
 
 
 @pytest.mark.slow
-def test_rerun_retrains_only_what_a_changed_setting_touches(tmp_path, capsys):
-    bench = _bench()
+def test_rerun_retrains_only_what_a_changed_setting_touches(tmp_path, capsys, load_bench):
+    bench = load_bench("bench_curriculum")
     smoke = bench.PRESETS["smoke"]
     bench.run_ablations(tmp_path, smoke, [])
     s1 = sorted((tmp_path / "main" / "stage1" / "checkpoints").glob("*.pt"))

@@ -1,25 +1,13 @@
 """bench/bench_train_step.py --breakdown: the phase timers see the torch kernels' calls, add up to
 the step, and leave the timed functions as they were."""
 
-import importlib.util
-from pathlib import Path
-
 import torch
 
 from pgov3d_core.models import gather_conv
 
-ROOT = Path(__file__).resolve().parents[1]
 
-
-def _bench():
-    spec = importlib.util.spec_from_file_location("bench_train_step", ROOT / "bench" / "bench_train_step.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-def test_breakdown_rows_cover_the_step_and_the_timers_are_removed(capsys):
-    bench = _bench()
+def test_breakdown_rows_cover_the_step_and_the_timers_are_removed(capsys, load_bench):
+    bench = load_bench("bench_train_step")
     bench.VOXEL = 0.1
     before = (gather_conv.submanifold_map, gather_conv.downsample_map,
               gather_conv.GatherConv.forward, gather_conv.GatherConv.backward)
