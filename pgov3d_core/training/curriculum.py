@@ -215,9 +215,10 @@ def _training_stage(name: str, run_dir: Path, steps: int, opts: CurriculumOption
         move_aside(run_dir)
     done = _final_step(run_dir) if checkpoint_dir(run_dir).exists() else None
     if done is not None and done >= steps:
-        ckpt = load_checkpoint(latest_checkpoint(run_dir))
-        changed = [] if cfg is None else changed_settings(ckpt["config"], cfg,
-                                                          {**checkpoint_defaults(ckpt), **(defaults or {})})
+        changed = []
+        if cfg is not None:
+            ckpt = load_checkpoint(latest_checkpoint(run_dir))
+            changed = changed_settings(ckpt["config"], cfg, {**checkpoint_defaults(ckpt), **(defaults or {})})
         if changed:
             raise StaleStageError(
                 f"{name} in {run_dir} was trained with other settings ({'; '.join(changed[:6])}"
