@@ -115,6 +115,28 @@ def test_large_scene_paths_equal_the_small_ones(monkeypatch):
     assert torch.allclose(out2, out1, atol=1e-5) and torch.allclose(f2.grad, f1.grad, atol=1e-5)
 
 
+def test_backward_computes_no_gradient_for_an_input_that_needs_none(monkeypatch):
+    # The network's first convolution reads the points' colours: backward skips their gradient's
+    # matmuls and scatter, and the weight's gradient is the same.
+    coords = _coords(n=800, extent=10)
+    kmap = gc.submanifold_map(coords, 3)
+    offsets_used = sum(1 for n in kmap.counts if n)
+    feats, up = torch.randn(len(coords), 3), torch.randn(len(coords), 8)
+    real_mm, calls = torch.mm, []
+    monkeypatch.setattr(torch, "mm", lambda *a, **k: calls.append(1) or real_mm(*a, **k))
+    grads = {}
+    for needs_input_grad in (True, False):
+        x = feats.clone().requires_grad_(needs_input_grad)
+        w = torch.randn(8, 3, 3, 3, 3, generator=torch.Generator().manual_seed(4)).requires_grad_()
+        out = (gc.gather_conv(x, w, kmap) * up).sum()
+        calls.clear()
+        out.backward()
+        grads[needs_input_grad] = (x.grad, w.grad, len(calls))
+    assert grads[True][2] == 2 * offsets_used and grads[False][2] == offsets_used
+    assert grads[True][0].abs().sum() > 0 and grads[False][0] is None
+    assert torch.equal(grads[False][1], grads[True][1])
+
+
 def test_a_lone_voxel_and_an_empty_offset_are_fine():
     coords = torch.tensor([[0, 5, 5, 5]], dtype=torch.int32)
     kmap = gc.submanifold_map(coords, 3)

@@ -95,20 +95,26 @@ class GatherConv(torch.autograd.Function):
         x, w, kept_rows = ctx.saved_tensors
         kmap = ctx.kmap
         grad_out = grad_out.contiguous().to(x.dtype)
-        grad_w = torch.zeros_like(w)
-        grad_x = torch.zeros_like(x)
+        # Only what autograd asks for: the network's first convolution reads the points' colours,
+        # which need no gradient (its 27 input-gradient matmuls and scatter were ~2 % of a step).
+        need_x, need_w = ctx.needs_input_grad[:2]
+        grad_w = torch.zeros_like(w) if need_w else None
+        grad_x = torch.zeros_like(x) if need_x else None
         for k0, k1, p0, p1 in _chunks(kmap.counts, x.shape[1] + w.shape[2]):  # the forward's chunks
             rows_in = kept_rows if kept_rows is not None else x.index_select(0, kmap.in_idx[p0:p1])
             grad_rows_out = grad_out.index_select(0, kmap.out_idx[p0:p1])
-            grad_rows_in = torch.empty_like(rows_in)
+            grad_rows_in = torch.empty_like(rows_in) if need_x else None
             start = 0
             for k in range(k0, k1):
                 n = kmap.counts[k]
                 if n:
-                    torch.mm(rows_in[start:start + n].t(), grad_rows_out[start:start + n], out=grad_w[k])
-                    torch.mm(grad_rows_out[start:start + n], w[k].t(), out=grad_rows_in[start:start + n])
+                    if need_w:
+                        torch.mm(rows_in[start:start + n].t(), grad_rows_out[start:start + n], out=grad_w[k])
+                    if need_x:
+                        torch.mm(grad_rows_out[start:start + n], w[k].t(), out=grad_rows_in[start:start + n])
                 start += n
-            grad_x.index_add_(0, kmap.in_idx[p0:p1], grad_rows_in)
+            if need_x:
+                grad_x.index_add_(0, kmap.in_idx[p0:p1], grad_rows_in)
         return grad_x, grad_w, None
 
 
