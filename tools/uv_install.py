@@ -42,11 +42,16 @@ def pip_settings(listing: str) -> dict[str, list[str]]:
     return {**from_files, **from_env}
 
 
-def uv_source_options(settings: dict[str, list[str]]) -> list[str]:
+def uv_source_options(settings: dict[str, list[str]], hashed: bool = False) -> list[str]:
+    """uv's options for those settings. `hashed` (a --require-hashes install): no constraints, which
+    uv would hold to the hash-pinning rule too (a constraint such as `torch<=2.14.1` fails it); such
+    an install pins every file it takes by its hash anyway."""
     out: list[str] = []
     if settings.get("no-index", ["false"])[0].lower() in ("1", "true", "yes", "on"):
         out.append("--no-index")
     for option, flag in SOURCE_OPTIONS.items():
+        if hashed and option == "constraint":
+            continue
         for value in settings.get(option, []):
             out += [flag, value]
     return out
@@ -57,7 +62,8 @@ def main(args: list[str]) -> int:
                              check=True).stdout
     uv = Path(sys.executable).parent / "uv"
     cmd = [str(uv), "pip", "install", "--python", sys.executable, "--quiet", "--index-strategy",
-           "unsafe-best-match", "--compile-bytecode", *uv_source_options(pip_settings(listing)), *args]
+           "unsafe-best-match", "--compile-bytecode",
+           *uv_source_options(pip_settings(listing), hashed="--require-hashes" in args), *args]
     os.execv(cmd[0], cmd)
 
 
