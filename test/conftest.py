@@ -24,12 +24,13 @@ def rng():
 
 
 @pytest.fixture
-def load_bench():
-    """Import a script of bench/ by name (bench/ is not a package): load_bench("bench_curriculum")."""
+def load_script():
+    """Import one of the repository's scripts (bench/, tools/: not packages) by its path without
+    ".py": load_script("bench/bench_curriculum")."""
 
-    def load(name: str):
-        path = Path(__file__).resolve().parents[1] / "bench" / f"{name}.py"
-        spec = importlib.util.spec_from_file_location(name, path)
+    def load(relpath: str):
+        path = Path(__file__).resolve().parents[1] / f"{relpath}.py"
+        spec = importlib.util.spec_from_file_location(path.stem, path)
         module = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(module)
         return module

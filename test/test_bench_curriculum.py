@@ -8,8 +8,8 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_ablation_table_prints_deltas_and_signs(load_bench):
-    bench = load_bench("bench_curriculum")
+def test_ablation_table_prints_deltas_and_signs(load_script):
+    bench = load_script("bench/bench_curriculum")
     results = {
         "stage 1 (λ=0.2)": {"miou": 0.30, "macc": 0.40},
         "stage 2 (from stage 1, repeated sampling)": {"miou": 0.35, "macc": 0.42},
@@ -29,15 +29,15 @@ def test_ablation_table_prints_deltas_and_signs(load_bench):
     assert any(s.startswith("stage1.overrides.train.steps=") for s in bench.PRESETS["budget"])
 
 
-def test_one_pass_variant_is_one_network_pass_over_every_point(load_bench):
+def test_one_pass_variant_is_one_network_pass_over_every_point(load_script):
     # Not one grid-sampling pass: that labels one point per 5 cm cell, nearly all the supervision
     # at a 10 cm network voxel, and cannot show what the repeated sampling adds.
-    assert load_bench("bench_curriculum").ONE_PASS == ["stage2.overrides.pseudo.voxel_size=null"]
+    assert load_script("bench/bench_curriculum").ONE_PASS == ["stage2.overrides.pseudo.voxel_size=null"]
 
 
 @pytest.mark.slow
-def test_rerun_retrains_only_what_a_changed_setting_touches(tmp_path, capsys, load_bench):
-    bench = load_bench("bench_curriculum")
+def test_rerun_retrains_only_what_a_changed_setting_touches(tmp_path, capsys, load_script):
+    bench = load_script("bench/bench_curriculum")
     smoke = bench.PRESETS["smoke"]
     bench.run_ablations(tmp_path, smoke, [])
     s1 = sorted((tmp_path / "main" / "stage1" / "checkpoints").glob("*.pt"))

@@ -6,8 +6,8 @@ import torch
 from pgov3d_core.models import gather_conv
 
 
-def test_breakdown_rows_cover_the_step_and_the_timers_are_removed(capsys, load_bench):
-    bench = load_bench("bench_train_step")
+def test_breakdown_rows_cover_the_step_and_the_timers_are_removed(capsys, load_script):
+    bench = load_script("bench/bench_train_step")
     bench.VOXEL = 0.1
     before = (gather_conv.submanifold_map, gather_conv.downsample_map,
               gather_conv.GatherConv.forward, gather_conv.GatherConv.backward)

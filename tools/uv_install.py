@@ -3,7 +3,7 @@
 Usage: .venv/bin/python tools/uv_install.py [uv pip install arguments, e.g. -r requirements.txt]
 
 `make setup` installs the pinned requirements with uv: it unpacks wheels in parallel and links them
-from its cache (README "Setup"). uv reads no pip.conf and no PIP_* variables, so a machine whose pip
+from its cache (README, first section). uv reads no pip.conf and no PIP_* variables, so a machine whose pip
 is pointed at a mirror, a wheel folder or a constraints file (`pip config list`) would have uv
 install other files than pip; this passes those sources on (pip's precedence: a PIP_* variable over
 any file) and, as pip does, lets the best version across all sources win. Byte-compiled on every
