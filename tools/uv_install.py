@@ -57,7 +57,8 @@ def uv_source_options(settings: dict[str, list[str]], hashed: bool = False) -> l
     return out
 
 
-def main(args: list[str]) -> int:
+def main(args: list[str]) -> None:
+    """Replace this process with uv (its exit status is the script's)."""
     listing = subprocess.run([sys.executable, "-m", "pip", "config", "list"], capture_output=True, text=True,
                              check=True).stdout
     uv = Path(sys.executable).parent / "uv"
@@ -68,4 +69,4 @@ def main(args: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    main(sys.argv[1:])
