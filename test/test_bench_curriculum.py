@@ -62,3 +62,10 @@ def test_rerun_retrains_only_what_a_changed_setting_touches(tmp_path, capsys, lo
         assert cfg["loss"]["class_balance"] == 0.5
     cfg = torch.load(tmp_path / "one_pass" / "stage2" / "checkpoints" / "last.pt", weights_only=True)["config"]
     assert cfg["loss"]["class_balance"] == 0.5 and cfg["pseudo"]["voxel_size"] is None
+
+
+def test_each_preset_has_its_own_default_run_folder(load_script):
+    # A preset writes its scenes at its own size; a folder with another size's scenes is refused.
+    bench = load_script("bench/bench_curriculum")
+    folders = {name: bench.default_out(name) for name in bench.PRESETS}
+    assert folders["full"].name == "bench_curriculum" and len(set(folders.values())) == len(bench.PRESETS)
