@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 
 DEFAULT_LAMBDA = 0.2
+DEFAULT_CLASS_BALANCE = 0.0  # Eq. 2's plain mean; > 0 is the entity-balanced option (not the paper)
 _EPS = 1e-8
 
 

@@ -174,10 +174,10 @@ def checkpoint_defaults(ckpt: dict) -> dict[str, object]:
     """Dotted keys -> what a finished run used for model and loss settings its stored config may
     lack: the architecture it resolved (the checkpoint's `model_config`, preset fields filled in)
     and the losses' code defaults (the paper's λ, no entity balancing)."""
-    from pgov3d_core.losses import DEFAULT_LAMBDA
+    from pgov3d_core.losses import DEFAULT_CLASS_BALANCE, DEFAULT_LAMBDA
 
     out = {f"model.{k}": _as_lists(v) for k, v in (ckpt.get("model_config") or {}).items()}
-    out.update({"loss.lambda": DEFAULT_LAMBDA, "loss.class_balance": 0.0})
+    out.update({"loss.lambda": DEFAULT_LAMBDA, "loss.class_balance": DEFAULT_CLASS_BALANCE})
     return out
 
 

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from pgov3d_core.labelling.text_encoder import TextEncoder
-from pgov3d_core.losses import DEFAULT_LAMBDA, LossTerms, pgov3d_loss_voxels
+from pgov3d_core.losses import DEFAULT_CLASS_BALANCE, DEFAULT_LAMBDA, LossTerms, pgov3d_loss_voxels
 from pgov3d_core.models.batch import SparseBatch
 
 
@@ -83,7 +83,8 @@ class AlignmentObjective:
     """Eq. 5 on a LabelledBatch: alignment over all labelled points, consistency over the matched
     pairs A weighted by λ (stage 1; stage 2's batches have no pairs and λ = 0)."""
 
-    def __init__(self, bank: TextEmbeddingBank, lam: float = DEFAULT_LAMBDA, class_balance: float = 0.0):
+    def __init__(self, bank: TextEmbeddingBank, lam: float = DEFAULT_LAMBDA,
+                 class_balance: float = DEFAULT_CLASS_BALANCE):
         self.bank = bank
         self.lam = float(lam)
         self.class_balance = float(class_balance)  # 0: Eq. 2's plain mean (losses.py)

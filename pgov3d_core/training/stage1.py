@@ -17,7 +17,7 @@ import torch
 
 from pgov3d_core.config import get
 from pgov3d_core.labelling.text_encoder import TextEncoder
-from pgov3d_core.losses import DEFAULT_LAMBDA
+from pgov3d_core.losses import DEFAULT_CLASS_BALANCE, DEFAULT_LAMBDA
 from pgov3d_core.models import build_model, resolve_model_config
 from pgov3d_core.training.distributed import (
     DistContext,
@@ -101,7 +101,7 @@ def build_stage1(cfg: dict, ctx: DistContext | None = None):
     dataset = PartialSceneDataset(resolve_scenes(data_cfg, ctx), data_cfg.get("labels", "oracle"), dcfg)
     lam = float(get(cfg, "loss.lambda", DEFAULT_LAMBDA))
     objective = AlignmentObjective(TextEmbeddingBank(encoder, ctx.device), lam,
-                                   float(get(cfg, "loss.class_balance", 0.0)))
+                                   float(get(cfg, "loss.class_balance", DEFAULT_CLASS_BALANCE)))
     return model, dataset, objective, full_model_cfg, encoder
 
 

@@ -31,6 +31,7 @@ from pgov3d_core.data.scene import Scene, SceneError
 from pgov3d_core.geometry import random_grid_sample
 from pgov3d_core.inference import GRID_Z_SHIFT_VOXELS, PointFeaturePredictor
 from pgov3d_core.labelling.text_encoder import TextEncoder
+from pgov3d_core.losses import DEFAULT_CLASS_BALANCE
 from pgov3d_core.models import build_model, resolve_model_config
 from pgov3d_core.models.batch import VoxelCloud, collate_clouds, voxelize_cloud
 from pgov3d_core.models.inputs import check_full_cloud_inputs, point_inputs
@@ -246,7 +247,7 @@ def run_stage2(cfg: dict, run_dir: str | os.PathLike | None = None, resume: bool
         torch.manual_seed(int(get(cfg, "train.seed", 0)))
         model: nn.Module = build_model(model_cfg)
     objective = AlignmentObjective(TextEmbeddingBank(encoder, ctx.device), lam=0.0,
-                                   class_balance=float(get(cfg, "loss.class_balance", 0.0)))
+                                   class_balance=float(get(cfg, "loss.class_balance", DEFAULT_CLASS_BALANCE)))
     trainer = Trainer(model, dataset, objective, cfg, run_dir or cfg.get("run_dir") or "outputs/stage2", ctx,
                       model_config=model_cfg, stage="stage2")
     trainer.fit(resume)
