@@ -181,6 +181,44 @@ def test_network_pass_covers_the_budgeted_region_around_the_newest_changes():
     assert small.network_pass() == 0
 
 
+def test_network_pass_encodes_features_outside_the_map_lock():
+    """A pass's normalise-and-convert of every row (seconds on a large map) must not hold the lock
+    that integration and queries wait on; the rows are then written under it."""
+    vmap = VoxelMap(voxel_size=0.05, feature_dtype="float16")
+    mapper = OnlineMapper(vmap, predictor=FakePredictor())
+    mapper.submit(wall_frame())
+    mapper.integrate_pending()
+    held = []
+    encode = vmap.encode_features
+
+    def watched_encode(features):
+        held.append(mapper.lock.locked())
+        return encode(features)
+
+    vmap.encode_features = watched_encode
+    assert mapper.network_pass() == len(vmap)
+    assert held == [False]
+    assert vmap.features.dtype == torch.float16 and bool(vmap.has_feature().all())
+    # The stored rows are the normalised network features of their own voxels (x encoded in dim 1).
+    expected = torch.nn.functional.normalize(torch.stack([torch.ones(len(vmap)), vmap.voxel_means()[:, 0]], 1), dim=1)
+    assert torch.allclose(vmap.features.float(), expected, atol=2e-3)
+
+
+def test_encoded_features_are_refused_by_a_map_of_another_storage():
+    a, b = VoxelMap(feature_dtype="float16"), VoxelMap(feature_dtype="int8")
+    for m in (a, b):
+        m.integrate(wall_frame())
+    enc = a.encode_features(torch.randn(len(a), 4))
+    assert enc.values.dtype == torch.float16 and enc.scale is None and enc.storage == "float16"
+    with pytest.raises(ValueError, match="float16 storage"):
+        b.set_features(torch.arange(len(a)), enc)
+    with pytest.raises(ValueError, match="features must be"):
+        a.set_features(torch.arange(len(a) - 1), enc)
+    half = enc.take(torch.arange(len(a)) % 2 == 0)
+    a.set_features(torch.arange(0, len(a), 2), half)
+    assert int(a.has_feature().sum()) == len(half.values)
+
+
 def test_query_with_oracle_features_labels_points_and_caps_them():
     classes = ["wall", "chair"]
     enc = TableEncoder({"wall": [1, 0, 0], "chair": [0, 1, 0], "seat": [0.1, 0.9, 0.0], "lamp": [0, 0, 1]})
